@@ -1,0 +1,121 @@
+"""Fake quantization (quantize then dequantize in float) with straight-through gradients.
+
+- `fake_quantize`: fixed scale; the gradient passes where ``round(x/s) + z`` lies in
+  ``[qmin, qmax]`` and is 0 outside (straight-through estimator, Bengio et al. 2013).
+  Uses PyTorch's fused kernels for float32 tensors, and a plain autograd path otherwise.
+- `fake_quantize_lsq`: learnable scale, LSQ (Esser et al., 2020, "Learned Step Size
+  Quantization", arXiv:1902.08153) with the gradient scaled by ``1/sqrt(numel * qmax)``.
+- `fake_quantize_learnable_range`: learnable clip range ``[clip_min, clip_max]``, Ascend
+  AMCT's ULQ (../shared/specs/algorithms.md section 5).
+
+PyTorch's kernels round ``x * (1/s)``; the plain path rounds ``x / s`` like ONNX
+``QuantizeLinear``. The two can differ by one level on exact ties only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchquant.quant.affine import reshape_for_axis
+from torchquant.quant.spec import QuantSpec
+
+__all__ = [
+    "fake_quantize",
+    "fake_quantize_learnable_range",
+    "fake_quantize_lsq",
+    "fake_quantize_reference",
+    "lsq_grad_factor",
+]
+
+
+class _FakeQuantizeSTE(torch.autograd.Function):
+    """``(clamp(round(x/s)+z) - z) * s`` forward; gradient masked to the grid's inside."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+        q = torch.round(x / scale) + zero_point
+        inside = (q >= qmin) & (q <= qmax)
+        ctx.save_for_backward(inside)
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None, None
+
+
+def fake_quantize_reference(x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec) -> Tensor:
+    """Plain-autograd fake quantization (any float dtype, x/s rounding)."""
+    s = reshape_for_axis(scale.to(x.dtype), x.dim(), spec.axis)
+    z = reshape_for_axis(zero_point.to(x.dtype), x.dim(), spec.axis)
+    out: Tensor = _FakeQuantizeSTE.apply(x, s, z, spec.qmin, spec.qmax)
+    return out
+
+
+def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec) -> Tensor:
+    """Quantize-dequantize ``x`` on ``spec``'s grid with a straight-through gradient.
+
+    Args:
+        x: float tensor, any shape.
+        scale: float32 scalar, or (C,) with C = ``x.shape[spec.axis]``.
+        zero_point: int32, same shape as ``scale``.
+    """
+    if x.dtype != torch.float32:
+        return fake_quantize_reference(x, scale, zero_point, spec)
+    if spec.axis is None:
+        return torch.fake_quantize_per_tensor_affine(
+            x, scale.reshape(()), zero_point.reshape(()).to(torch.int32), spec.qmin, spec.qmax
+        )
+    return torch.fake_quantize_per_channel_affine(
+        x, scale, zero_point.to(torch.int32), spec.axis % x.dim(), spec.qmin, spec.qmax
+    )
+
+
+def lsq_grad_factor(x: Tensor, spec: QuantSpec) -> float:
+    """LSQ's gradient scale ``1 / sqrt(N * qmax)``, N = elements per scale."""
+    per_scale = x.numel() if spec.axis is None else x.numel() // x.shape[spec.axis]
+    return 1.0 / math.sqrt(max(per_scale, 1) * max(spec.qmax, 1))
+
+
+def fake_quantize_lsq(
+    x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec, grad_factor: float | None = None
+) -> Tensor:
+    """Fake quantization with a learnable ``scale`` (LSQ); ``zero_point`` is not learned.
+
+    ``grad_factor`` defaults to `lsq_grad_factor`. Uses PyTorch's learnable fake-quant kernels.
+    """
+    factor = lsq_grad_factor(x, spec) if grad_factor is None else grad_factor
+    zp = zero_point.detach().to(torch.float32)
+    if spec.axis is None:
+        return torch._fake_quantize_learnable_per_tensor_affine(
+            x, scale.reshape(1), zp.reshape(1), spec.qmin, spec.qmax, factor
+        )
+    return torch._fake_quantize_learnable_per_channel_affine(
+        x, scale, zp, spec.axis % x.dim(), spec.qmin, spec.qmax, factor
+    )
+
+
+def fake_quantize_learnable_range(x: Tensor, clip_min: Tensor, clip_max: Tensor, spec: QuantSpec) -> Tensor:
+    """Fake quantization over a learnable clip range (AMCT ULQ), per tensor.
+
+    ``s = (clip_max - clip_min) / (qmax - qmin)`` is differentiable in both bounds; the zero
+    point ``qmin - round(clip_min / s)`` is not. Symmetric specs learn ``clip_max`` only
+    and use ``[-clip_max, clip_max]``.
+    """
+    if spec.symmetric:
+        half_levels = 2 ** (spec.bits - 1)
+        divisor = half_levels - 1 if spec.signed else (spec.qmax - spec.qmin) / 2
+        scale = clip_max.abs().clamp_min(1e-8) / divisor
+        zp = torch.full((1,), 0.0 if spec.signed else float(half_levels))
+    else:
+        lo = torch.clamp(clip_min, max=0.0)
+        hi = torch.clamp(clip_max, min=0.0)
+        scale = ((hi - lo) / float(spec.qmax - spec.qmin)).clamp_min(1e-8)
+        zp = torch.clamp(spec.qmin - torch.round(lo.detach() / scale.detach()), spec.qmin, spec.qmax)
+    return torch._fake_quantize_learnable_per_tensor_affine(
+        x, scale.reshape(1), zp.reshape(1).to(x.device, torch.float32), spec.qmin, spec.qmax, 1.0
+    )
