@@ -4,7 +4,12 @@ Importing this package registers every calibrator by name; see `list_calibrators
 """
 
 from torchquant.calib import entropy, hfmg, ifmr, minmax, mse, percentile
-from torchquant.calib._base import Calibrator, create_calibrator, list_calibrators, register_calibrator
+from torchquant.calib._base import (
+    Calibrator,
+    create_calibrator,
+    list_calibrators,
+    register_calibrator,
+)
 from torchquant.calib.entropy import EntropyCalibrator
 from torchquant.calib.hfmg import HfmgCalibrator
 from torchquant.calib.ifmr import IfmrCalibrator

@@ -51,7 +51,9 @@ def list_calibrators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_calibrator(name: str, spec: QuantSpec, *, tensor_name: str = "tensor", **options: Any) -> Calibrator:
+def create_calibrator(
+    name: str, spec: QuantSpec, *, tensor_name: str = "tensor", **options: Any
+) -> Calibrator:
     """Instantiate the calibrator registered as ``name`` (options go to its constructor)."""
     try:
         cls = _REGISTRY[name]
@@ -83,7 +85,9 @@ class Calibrator(abc.ABC):
     def observe(self, x: Tensor) -> None:
         """Record one batch of ``x`` (any shape; per-channel specs need ``x.dim() > axis``)."""
         if not isinstance(x, Tensor):
-            raise ConfigError(f"tensor {self.tensor_name!r}: observe() takes a torch.Tensor, got {type(x).__name__}")
+            raise ConfigError(
+                f"tensor {self.tensor_name!r}: observe() takes a torch.Tensor, got {type(x).__name__}"
+            )
         check_finite(x, self.tensor_name)
         if self.spec.per_channel:
             axis = self.spec.axis
@@ -101,7 +105,9 @@ class Calibrator(abc.ABC):
         if type(other) is not type(self):
             raise ConfigError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
         if other.spec != self.spec:
-            raise ConfigError(f"cannot merge calibrators with different specs: {other.spec} vs {self.spec}")
+            raise ConfigError(
+                f"cannot merge calibrators with different specs: {other.spec} vs {self.spec}"
+            )
         if other.num_batches == 0:
             return
         if self.num_batches == 0:

@@ -1,9 +1,167 @@
-"""PLACEHOLDER: being written; replaced by the real hfmg calibrator."""
+"""HFMG (Histogram Feature Map Glutton): Ascend AMCT's histogram search for activations.
 
-from torchquant.calib.minmax import MinMaxCalibrator
+Algorithm (../shared/specs/algorithms.md section 5, AMCT ``hfmg.cpp``):
 
-__all__ = ["HfmgCalibrator"]
+1. A `RangeHistogram` of ``num_of_bins`` bins over ``[min, max]`` of everything observed;
+   a batch that widens the range re-bins the old counts proportionally into the union.
+2. Candidates ``(L, R)`` (bin indices): ``step = max(ceil(total / 1e5), 1)``; from
+   ``L = 0, R = n - 1``, while ``R - L > n / 4``: a left cursor walks from ``L`` until it
+   has passed at least ``step`` counts, a right cursor likewise from ``R`` (neither crosses
+   the other); the side whose cursor skipped more bins is trimmed (ties trim the right) and
+   ``(L, R)`` is recorded. The walks use prefix sums and bisection instead of bin-by-bin
+   steps (the same cursors, found in O(log n)).
+3. Loss of ``(L, R)``: every source bin ``i`` (all ``n``, also those outside ``[L, R]``)
+   is mapped into ``2^b`` destination bins of width ``(R - L + 1) w / 2^b`` starting at
+   ``L``; the squared distance to the destination bin centre is integrated over the source
+   bin with uniform density, ``density * (end^3 - begin^3) / 3`` per piece (PyTorch
+   ``HistogramObserver._get_norm``). All candidates are evaluated (vectorized, in chunks)
+   and the first argmin is taken.
+4. ``clip_min = min + L * w``, ``clip_max = min + (R + 1) * w``; the spec turns the range
+   into scale and zero point (``scale_rule="amct"`` for AMCT's symmetric /127-or-/128 rule).
+
+Differences from AMCT's CPU code, on purpose: the loss is computed in float64 in units of the
+source bin width (AMCT: float32 sums in data units, and a loss of 0 whenever the destination
+bin width is below FLT_EPSILON, which makes tiny-valued tensors pick the first candidate);
+source bins left of ``L`` use signed offsets as PyTorch does (AMCT computes ``index - L`` in
+unsigned arithmetic); see `RangeHistogram` for the histogram itself. Constant data returns
+``(c, c)``. Memory is the histogram: ``num_of_bins`` float64 values whatever the number of
+batches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchquant.calib._base import Calibrator, register_calibrator
+from torchquant.calib._range_histogram import RangeHistogram
+from torchquant.errors import ConfigError
+from torchquant.quant.spec import QuantSpec
+
+__all__ = ["HfmgCalibrator", "hfmg_candidates", "hfmg_losses"]
+
+ALLOWED_BINS = (1024, 2048, 4096, 8192)
+# AMCT's constants: the candidate step is total / 1e5 counts, the search stops at n / 4 bins.
+_STEP_DIVISOR = 100_000
+_MIN_BIN_RATIO = 4
+# Candidates times source bins evaluated per step of the loss: bounds temporaries to 32 MiB.
+_LOSS_BLOCK = 1 << 22
 
 
-class HfmgCalibrator(MinMaxCalibrator):
-    """PLACEHOLDER."""
+@register_calibrator("hfmg")
+class HfmgCalibrator(Calibrator):
+    """AMCT HFMG: streaming histogram, then an L2 search over trimmed bin ranges.
+
+    Args:
+        num_of_bins: histogram bins, one of 1024, 2048, 4096 (AMCT default), 8192.
+    """
+
+    def __init__(
+        self, spec: QuantSpec, *, tensor_name: str = "tensor", num_of_bins: int = 4096
+    ) -> None:
+        super().__init__(spec, tensor_name=tensor_name)
+        if num_of_bins not in ALLOWED_BINS:
+            raise ConfigError(
+                f"hfmg num_of_bins must be one of {ALLOWED_BINS}, got {num_of_bins!r}"
+            )
+        self.num_of_bins = num_of_bins
+        self.hist = RangeHistogram(num_of_bins)
+
+    def _observe(self, x: Tensor) -> None:
+        self.hist.add(x)
+
+    def _merge(self, other: Any) -> None:
+        self.hist.merge(other.hist)
+
+    def compute_range(self) -> tuple[Tensor, Tensor]:
+        counts, lo, hi = self.hist.counts, self.hist.lo, self.hist.hi
+        assert counts is not None and lo is not None and hi is not None
+        device = counts.device
+        if lo == hi:
+            value = torch.tensor(lo, dtype=torch.float32, device=device)
+            return value, value.clone()
+        left, right = hfmg_candidates(counts)  # (K,) each
+        losses = hfmg_losses(counts, left, right, 2**self.spec.bits)  # (K,)
+        best = int(torch.argmin(losses))
+        width = (hi - lo) / self.num_of_bins
+        clip_min = lo + int(left[best]) * width
+        clip_max = lo + (int(right[best]) + 1) * width
+        return (
+            torch.tensor(clip_min, dtype=torch.float32, device=device),
+            torch.tensor(clip_max, dtype=torch.float32, device=device),
+        )
+
+    def _state(self) -> dict[str, Any]:
+        return {"histogram": self.hist.state_dict()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.hist = RangeHistogram(self.num_of_bins)
+        self.hist.load_state_dict(state["histogram"])
+
+    def _reset(self) -> None:
+        self.hist = RangeHistogram(self.num_of_bins)
+
+
+def hfmg_candidates(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """HFMG's candidate bin ranges ``(L, R)`` (K,) int64 each, in the order AMCT records them.
+
+    ``counts`` (n,): histogram counts. The cursor walk is sequential, so it runs on CPU
+    scalars (at most ``3n/4`` steps, each a bisection of the prefix sums).
+    """
+    values = counts.detach().to("cpu", torch.float64).tolist()
+    n = len(values)
+    cum = [0.0, *itertools.accumulate(values)]  # (n+1,) cum[i] = sum(values[:i])
+    step = max(math.ceil(round(cum[-1]) / _STEP_DIVISOR), 1)
+    min_bins = math.ceil(n / _MIN_BIN_RATIO)
+    left, right = 0, n - 1
+    lefts: list[int] = []
+    rights: list[int] = []
+    while right - left > min_bins:
+        # Left cursor: first j with sum(values[left:j]) >= step, never past `right`.
+        new_left = min(bisect.bisect_left(cum, cum[left] + step), right)
+        # Right cursor: stops at t once sum(values[t+1:right+1]) >= step, never below new_left.
+        u = bisect.bisect_right(cum, cum[right + 1] - step) - 1
+        new_right = max(u - 1, new_left)
+        if right - new_right >= new_left - left:
+            right = new_right
+        else:
+            left = new_left
+        lefts.append(left)
+        rights.append(right)
+    device = counts.device
+    return (
+        torch.tensor(lefts, dtype=torch.int64, device=device),
+        torch.tensor(rights, dtype=torch.int64, device=device),
+    )
+
+
+def hfmg_losses(counts: Tensor, left: Tensor, right: Tensor, dst_bins: int) -> Tensor:
+    """L2 error (K,) float64 of mapping the histogram into ``dst_bins`` bins over each
+    candidate ``[left, right]`` (K,), in units of the squared source bin width."""
+    n = counts.numel()
+    density = counts.to(torch.float64)[None, :]  # (1, n) per unit bin width
+    src = torch.arange(n, dtype=torch.float64, device=counts.device)[None, :]  # (1, n)
+    losses = []
+    block = max(1, _LOSS_BLOCK // n)
+    for start in range(0, left.numel(), block):
+        lo = left[start : start + block].to(torch.float64)[:, None]  # (Kc, 1)
+        hi = right[start : start + block].to(torch.float64)[:, None]  # (Kc, 1)
+        dst_w = (hi - lo + 1) / dst_bins  # (Kc, 1)
+        begin = src - lo  # (Kc, n) source bin start, from the first destination bin
+        end = begin + 1
+        first = torch.floor(begin / dst_w).clamp_(0, dst_bins - 1)  # (Kc, n)
+        last = torch.floor(end / dst_w).clamp_(0, dst_bins - 1)  # (Kc, n)
+        # Three pieces (PyTorch's form, exact also when first == last): from `begin` to the
+        # right edge of the first destination bin, the full bins between, and from the left
+        # edge of the last destination bin to `end`; each integrates (x - centre)^2.
+        half = dst_w / 2
+        to_first = half**3 - (begin - (first + 0.5) * dst_w) ** 3
+        middle = (last - first - 1) * (2 * half**3)
+        from_last = (end - (last + 0.5) * dst_w) ** 3 + half**3
+        losses.append((density * (to_first + middle + from_last) / 3).sum(dim=1))
+    return torch.cat(losses)

@@ -82,7 +82,9 @@ class EmaMinMaxCalibrator(MinMaxCalibrator):
         averaging_constant: weight ``c`` of the newest batch, in (0, 1]; PyTorch's default 0.01.
     """
 
-    def __init__(self, spec: QuantSpec, *, tensor_name: str = "tensor", averaging_constant: float = 0.01) -> None:
+    def __init__(
+        self, spec: QuantSpec, *, tensor_name: str = "tensor", averaging_constant: float = 0.01
+    ) -> None:
         if not 0.0 < averaging_constant <= 1.0:
             raise ConfigError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
         super().__init__(spec, tensor_name=tensor_name)

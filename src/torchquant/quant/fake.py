@@ -36,7 +36,9 @@ class _FakeQuantizeSTE(torch.autograd.Function):
     """``(clamp(round(x/s)+z) - z) * s`` forward; gradient masked to the grid's inside."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int
+    ) -> Tensor:
         q = torch.round(x / scale) + zero_point
         inside = (q >= qmin) & (q <= qmax)
         ctx.save_for_backward(inside)
@@ -48,7 +50,9 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         return grad_out * inside, None, None, None, None
 
 
-def fake_quantize_reference(x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec) -> Tensor:
+def fake_quantize_reference(
+    x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec
+) -> Tensor:
     """Plain-autograd fake quantization (any float dtype, x/s rounding)."""
     s = reshape_for_axis(scale.to(x.dtype), x.dim(), spec.axis)
     z = reshape_for_axis(zero_point.to(x.dtype), x.dim(), spec.axis)
@@ -99,7 +103,9 @@ def fake_quantize_lsq(
     )
 
 
-def fake_quantize_learnable_range(x: Tensor, clip_min: Tensor, clip_max: Tensor, spec: QuantSpec) -> Tensor:
+def fake_quantize_learnable_range(
+    x: Tensor, clip_min: Tensor, clip_max: Tensor, spec: QuantSpec
+) -> Tensor:
     """Fake quantization over a learnable clip range (AMCT ULQ), per tensor.
 
     ``s = (clip_max - clip_min) / (qmax - qmin)`` is differentiable in both bounds; the zero
@@ -115,7 +121,9 @@ def fake_quantize_learnable_range(x: Tensor, clip_min: Tensor, clip_max: Tensor,
         lo = torch.clamp(clip_min, max=0.0)
         hi = torch.clamp(clip_max, min=0.0)
         scale = ((hi - lo) / float(spec.qmax - spec.qmin)).clamp_min(1e-8)
-        zp = torch.clamp(spec.qmin - torch.round(lo.detach() / scale.detach()), spec.qmin, spec.qmax)
+        zp = torch.clamp(
+            spec.qmin - torch.round(lo.detach() / scale.detach()), spec.qmin, spec.qmax
+        )
     return torch._fake_quantize_learnable_per_tensor_affine(
         x, scale.reshape(1), zp.reshape(1).to(x.device, torch.float32), spec.qmin, spec.qmax, 1.0
     )

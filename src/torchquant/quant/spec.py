@@ -48,7 +48,9 @@ class QuantSpec:
         if self.axis is not None and not isinstance(self.axis, int):
             raise ConfigError(f"QuantSpec.axis must be None or an int, got {self.axis!r}")
         if self.scale_rule not in ("amax", "amct"):
-            raise ConfigError(f"QuantSpec.scale_rule must be 'amax' or 'amct', got {self.scale_rule!r}")
+            raise ConfigError(
+                f"QuantSpec.scale_rule must be 'amax' or 'amct', got {self.scale_rule!r}"
+            )
         if self.narrow_range and not self.signed:
             raise ConfigError("QuantSpec.narrow_range applies to signed grids only")
 

@@ -1,0 +1,178 @@
+"""Streaming histogram of ``|x|`` with a fixed bin width, for histogram calibrators.
+
+Bin ``j`` covers ``[j * w, (j + 1) * w)``; the last bin also holds its right edge. The width
+``w`` is fixed by the first batch that is not all zero: ``w = first_amax / num_bins``, so that
+batch fills ``[0, first_amax]`` exactly (TensorRT, NVIDIA pytorch-quantization / modelopt).
+When a later batch exceeds the range, bins of the same width are added (``growth``):
+
+- ``"append"``: just enough bins to cover the new maximum, ``n = ceil(amax / w)``
+  (modelopt ``calib/histogram.py``);
+- ``"double"``: the bin count doubles as often as needed (NVIDIA MLPerf calibration.md,
+  what TensorRT does).
+
+Zeros seen before the width is known (all-zero first batches) are kept in ``pending_zeros``
+and land in bin 0 once a non-zero batch arrives; a histogram that only ever saw zeros has
+``counts is None`` and ``pending_zeros > 0``.
+
+Bin index: ``min(floor(|x| * float32(1 / w)), n - 1)`` in float32, the same on every device.
+Counts are float64 (exact integers up to 2^53) on the data's device; counting uses
+``torch.bincount`` (int64, deterministic also on CUDA). Memory: ``n`` float64 values, where
+``n`` grows only when the data range does.
+Source: ../shared/specs/algorithms.md section 2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchquant.errors import ConfigError
+
+__all__ = ["AbsHistogram"]
+
+_GROWTHS = ("append", "double")
+
+
+class AbsHistogram:
+    """Histogram of absolute values with a fixed bin width that grows with the data range.
+
+    Args:
+        num_bins: bins over ``[0, first_amax]`` (2048 for TensorRT and modelopt, 1024 for
+            MLPerf's description).
+        growth: ``"append"`` or ``"double"``, see the module docstring.
+    """
+
+    def __init__(self, num_bins: int = 2048, growth: str = "append") -> None:
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+            raise ConfigError(f"AbsHistogram num_bins must be a positive int, got {num_bins!r}")
+        if growth not in _GROWTHS:
+            raise ConfigError(f"AbsHistogram growth must be one of {_GROWTHS}, got {growth!r}")
+        self.num_bins = num_bins
+        self.growth = growth
+        self.counts: Tensor | None = None  # (n,) float64
+        self.bin_width: float | None = None
+        self.pending_zeros = 0.0
+
+    @property
+    def total(self) -> float:
+        """Number of values counted so far (including pending zeros)."""
+        counted = 0.0 if self.counts is None else float(self.counts.sum())
+        return counted + self.pending_zeros
+
+    def add(self, x: Tensor) -> None:
+        """Count the absolute values of ``x`` (finite float32, any shape, not empty)."""
+        lo, hi = torch.aminmax(x)
+        amax = max(-float(lo), float(hi))
+        if self.counts is None or self.bin_width is None:
+            if amax == 0.0:
+                self.pending_zeros += x.numel()
+                return
+            self._start(amax / self.num_bins, x.device)
+        assert self.counts is not None and self.bin_width is not None
+        if amax > self.counts.numel() * self.bin_width:
+            self._grow_to(amax)
+        n = self.counts.numel()
+        scaled = x.abs().mul_(self._inv_width()).clamp_(max=n - 1)  # same shape as x
+        self.counts += torch.bincount(scaled.long().flatten(), minlength=n).to(torch.float64)
+
+    def merge(self, other: AbsHistogram) -> None:
+        """Add ``other``'s counts to this histogram.
+
+        Exact when both widths are equal (bins line up; the shorter one is padded). Otherwise
+        the finer histogram is re-binned onto the coarser width (the one from the larger first
+        batch), each source bin's count split over the target bins it overlaps in proportion
+        to the overlap (uniform density inside a bin, as AMCT HFMG does); counts may then be
+        fractional. The range grows by this histogram's ``growth`` rule to cover both.
+        """
+        self.pending_zeros += other.pending_zeros
+        if other.counts is None or other.bin_width is None:
+            if self.counts is not None:
+                self._flush_pending()
+            return
+        if self.counts is None or self.bin_width is None:
+            self.counts, self.bin_width = other.counts.clone(), other.bin_width
+            self._flush_pending()
+            return
+        theirs = other.counts.to(self.counts.device)
+        if other.bin_width > self.bin_width:
+            self.counts = _rebin(self.counts, self.bin_width, other.bin_width)
+            self.bin_width = other.bin_width
+        elif other.bin_width < self.bin_width:
+            theirs = _rebin(theirs, other.bin_width, self.bin_width)
+        if theirs.numel() > self.counts.numel():
+            self._grow_to(theirs.numel() * self.bin_width, bins=theirs.numel())
+        self.counts[: theirs.numel()] += theirs
+
+    def edges(self) -> Tensor:
+        """Bin edges ``j * w`` for ``j = 0..n`` (n+1,) float64, on the counts' device."""
+        if self.counts is None or self.bin_width is None:
+            raise ConfigError("AbsHistogram.edges(): no non-zero data has been added yet")
+        n = self.counts.numel()
+        return torch.arange(n + 1, dtype=torch.float64, device=self.counts.device) * self.bin_width
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counts tensor (or None) and plain values."""
+        return {
+            "num_bins": self.num_bins,
+            "growth": self.growth,
+            "counts": self.counts,
+            "bin_width": self.bin_width,
+            "pending_zeros": self.pending_zeros,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict` output."""
+        fresh = AbsHistogram(int(state["num_bins"]), str(state["growth"]))  # validates
+        self.num_bins, self.growth = fresh.num_bins, fresh.growth
+        counts = state["counts"]
+        self.counts = None if counts is None else counts.to(torch.float64).clone()
+        width = state["bin_width"]
+        self.bin_width = None if width is None else float(width)
+        self.pending_zeros = float(state["pending_zeros"])
+
+    # -- internals -----------------------------------------------------------------------
+    def _inv_width(self) -> float:
+        # A float32 multiplier, so CPU and CUDA (which divides by scalars via a reciprocal)
+        # assign every value to the same bin.
+        assert self.bin_width is not None
+        inv: float = torch.tensor(1.0 / self.bin_width, dtype=torch.float32).item()
+        return inv
+
+    def _start(self, width: float, device: torch.device) -> None:
+        self.bin_width = width
+        self.counts = torch.zeros(self.num_bins, dtype=torch.float64, device=device)
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        assert self.counts is not None
+        self.counts[0] += self.pending_zeros
+        self.pending_zeros = 0.0
+
+    def _grow_to(self, amax: float, bins: int = 0) -> None:
+        """Add bins of the same width until the range covers ``amax`` and holds ``bins`` bins."""
+        assert self.counts is not None and self.bin_width is not None
+        n = self.counts.numel()
+        need = max(bins, math.ceil(amax / self.bin_width), n)
+        if self.growth == "double":
+            need = n * 2 ** math.ceil(math.log2(need / n)) if need > n else n
+        if need > n:
+            pad = self.counts.new_zeros(need - n)
+            self.counts = torch.cat([self.counts, pad])
+
+
+def _rebin(counts: Tensor, width: float, new_width: float) -> Tensor:
+    """Re-bin ``counts`` (n,) of bin width ``width`` onto the coarser ``new_width``.
+
+    The cumulative count, linear inside each source bin, is sampled at the new edges.
+    """
+    n = counts.numel()
+    m = math.ceil(n * width / new_width)
+    cum = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # (n+1,)
+    pos = torch.arange(m + 1, dtype=torch.float64, device=counts.device) * (new_width / width)
+    pos = pos.clamp_(max=n)  # (m+1,) new edges in units of source bins
+    j = pos.floor().long().clamp_(max=n - 1)
+    at_edges = cum[j] + (pos - j) * counts[j]  # (m+1,)
+    return torch.diff(at_edges)  # (m,)

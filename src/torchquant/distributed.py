@@ -1,0 +1,162 @@
+"""Multi-process calibration and QAT on ``torch.distributed``: torchquant brings no runtime of
+its own, it merges calibrator states and quantizer buffers across the ranks of a process group
+that the user (or ``torchrun`` / DDP) has set up (gloo on CPU, NCCL on GPU).
+
+- `sync_calibrators`: before scales are computed, every rank gathers the state of every
+  calibrator from every rank (``all_gather_object``) and merges them with `Calibrator.merge` in
+  rank order 0, 1, ..., W-1 on the CPU. Every rank runs the same merges on the same inputs, so
+  all ranks end with the same state and bit-identical scales.
+- `sync_quantizer_buffers`: for QAT, makes the quantizers' observer statistics and buffers
+  identical on all ranks (mean of the floating statistics, then qparams recomputed).
+
+When the merged result equals a single process that observed all the data (rank 0's batches,
+then rank 1's, ...):
+
+- exactly: ``minmax`` (min and max are exact); histograms whose range (``RangeHistogram``:
+  ``[lo, hi]``; ``AbsHistogram``: the bin width, set by the first non-zero batch's ``amax``)
+  is the same on every rank, e.g. when each rank's first batch spans the full range: the
+  bins line up and counts are integer float64 sums, exact below 2^53; ``ifmr`` in its exact
+  mode (the raw values are concatenated in rank order).
+- not exactly: when the ranks' first batches fix different ranges, merging re-bins
+  histograms by proportional splitting (uniform density inside a bin). Bound: a value's mass
+  sits within its own bin, ``D = W``, and each re-binning onto width ``W'`` widens that by less
+  than ``W'`` on each side; after ``k`` re-binnings with final width ``W``, ``D <= (k + 1) W``.
+  So the CDFs satisfy ``F(t - D) <= F_hist(t) <= F(t + D)`` and any quantile-type threshold
+  (``percentile``, the histogram's range) of the merged and of the single-process histogram
+  differ by at most ``D_merged + D_single``. For two ranks with ``AbsHistogram`` (no re-binning
+  within a rank, one at the merge): ``|T_dist - T_single| <= 3 W``, ``W`` the coarser width;
+  with ``RangeHistogram`` each range growth within a rank is one more re-binning. Search
+  calibrators (``entropy``, ``mse``, ``hfmg``, ``ifmr`` histogram mode) take an argmin over
+  the histogram, which is not Lipschitz in it: no worst-case bound, the tests measure it.
+- ``ema_minmax``: the merge is the batch-weighted mean of the ranks' moving averages, not the
+  sequential EMA of all batches (which depends on the order); it lies in the hull of the
+  per-batch statistics.
+- ``ifmr`` with ``batch_num``: each rank uses its own first ``batch_num`` batches.
+
+Source: PyTorch ``torch.distributed`` documentation (https://pytorch.org/docs/stable/
+distributed.html: ``all_gather_object``, ``all_reduce``, ``broadcast``) and the DDP notes
+(https://pytorch.org/docs/stable/notes/ddp.html, ``broadcast_buffers``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from torchquant.calib._base import Calibrator
+from torchquant.errors import ConfigError
+
+__all__ = ["collect_calibrators", "is_distributed", "sync_calibrators", "sync_quantizer_buffers"]
+
+ProcessGroup = Any  # torch.distributed.ProcessGroup; Any keeps `group=None` simple to type
+
+
+def is_distributed(group: ProcessGroup | None = None) -> bool:
+    """True when a process group is initialised and ``group`` has more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def collect_calibrators(model: nn.Module) -> list[tuple[str, Calibrator]]:
+    """``(module name, calibrator)`` of every module holding a ``.calibrator``, in
+    ``named_modules`` order (the same on every rank for the same model)."""
+    found = []
+    for name, module in model.named_modules():
+        calibrator = getattr(module, "calibrator", None)
+        if isinstance(calibrator, Calibrator):
+            found.append((name, calibrator))
+    return found
+
+
+def sync_calibrators(
+    calibrators: Sequence[Calibrator] | nn.Module, group: ProcessGroup | None = None
+) -> None:
+    """Merge every calibrator's state across the ranks of ``group``, in place.
+
+    Args:
+        calibrators: the calibrators, in the same order on every rank, or a model whose
+            quantizers' calibrators are collected by module name (`collect_calibrators`).
+        group: the process group; ``None`` is the default (world) group.
+
+    All ranks must call this (it is a collective). A no-op when ``torch.distributed`` is not
+    initialised or the group has one rank. State tensors travel as pickled CPU tensors
+    (``all_gather_object`` pickles, so use it only within a trusted group; with NCCL, call
+    ``torch.cuda.set_device(local_rank)`` first, as its documentation requires) and come back
+    on the device each calibrator's state was on.
+    """
+    if isinstance(calibrators, nn.Module):
+        named = collect_calibrators(calibrators)
+    else:
+        named = [(c.tensor_name, c) for c in calibrators]
+    if not is_distributed(group):
+        return
+    mine = [_describe(name, cal) for name, cal in named]
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, mine, group=group)
+    _check_same_calibrators(gathered, dist.get_rank(group))
+    for i, (_, cal) in enumerate(named):
+        device = _state_device(cal.state_dict())
+        template = copy.deepcopy(cal)
+        template.reset()
+        merged = copy.deepcopy(template)
+        for per_rank in gathered:  # rank order: every rank merges identically
+            other = copy.deepcopy(template)
+            other.load_state_dict(per_rank[i]["state"])
+            merged.merge(other)
+        cal.load_state_dict(_to_device(merged.state_dict(), device))
+
+
+def _describe(name: str, cal: Calibrator) -> dict[str, Any]:
+    """What a rank sends for one calibrator: identity for the checks, and its CPU state."""
+    return {
+        "name": name,
+        "class": type(cal).__qualname__,
+        "spec": cal.spec.to_dict(),
+        "state": _to_device(cal.state_dict(), torch.device("cpu")),
+    }
+
+
+def _check_same_calibrators(gathered: list[Any], rank: int) -> None:
+    """Raise `ConfigError` naming the first calibrator that differs between ranks."""
+    mine = gathered[rank]
+    for other_rank, theirs in enumerate(gathered):
+        if len(theirs) != len(mine):
+            raise ConfigError(
+                f"sync_calibrators: rank {other_rank} has {len(theirs)} calibrators, "
+                f"rank {rank} has {len(mine)}"
+            )
+        for a, b in zip(mine, theirs, strict=True):
+            for key in ("name", "class", "spec"):
+                if a[key] != b[key]:
+                    raise ConfigError(
+                        f"sync_calibrators: calibrator {a['name']!r} differs between ranks "
+                        f"{rank} and {other_rank} in {key}: {a[key]!r} vs {b[key]!r}"
+                    )
+
+
+def _state_device(state: Any) -> torch.device:
+    """Device of the first tensor in a (nested) state; CPU when it holds none."""
+    if isinstance(state, Tensor):
+        return state.device
+    items = state.values() if isinstance(state, dict) else state
+    if isinstance(state, dict | list | tuple):
+        for item in items:
+            device = _state_device(item)
+            if device.type != "cpu":
+                return device
+    return torch.device("cpu")
+
+
+def _to_device(state: Any, device: torch.device) -> Any:
+    """A copy of a (nested) state with every tensor on ``device``."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to_device(v, device) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_to_device(v, device) for v in state)
+    return state

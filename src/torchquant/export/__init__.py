@@ -1,0 +1,80 @@
+"""Deployment: ONNX QDQ models, TensorRT calibration caches, Ascend AMCT records and configs,
+and streaming calibration of ONNX models with ONNX Runtime."""
+
+from torchquant.export.ascend import (
+    AmctActivationParams,
+    AmctConfig,
+    AmctLayerConfig,
+    AmctRecord,
+    AmctWeightParams,
+    load_amct_config,
+    read_amct_record,
+    records_from_calibration,
+    write_amct_record,
+)
+from torchquant.export.calib_data import (
+    CalibrationData,
+    ModelInput,
+    load_calibration_data,
+    model_inputs,
+)
+from torchquant.export.onnx_calibrate import (
+    CalibrationResult,
+    CalibratorChoice,
+    TensorCalibration,
+    calibrate_onnx,
+    default_activation_spec,
+    load_onnx_model,
+)
+from torchquant.export.onnx_qdq import (
+    PROFILES,
+    Profile,
+    QParams,
+    QuantLayer,
+    TensorSelection,
+    check_profile_spec,
+    insert_qdq,
+    select_tensors,
+)
+from torchquant.export.tensorrt import (
+    DEFAULT_CACHE_VERSION,
+    amax_to_scale,
+    read_calibration_cache,
+    scale_to_amax,
+    write_calibration_cache,
+)
+
+__all__ = [
+    "DEFAULT_CACHE_VERSION",
+    "PROFILES",
+    "AmctActivationParams",
+    "AmctConfig",
+    "AmctLayerConfig",
+    "AmctRecord",
+    "AmctWeightParams",
+    "CalibrationData",
+    "CalibrationResult",
+    "CalibratorChoice",
+    "ModelInput",
+    "Profile",
+    "QParams",
+    "QuantLayer",
+    "TensorCalibration",
+    "TensorSelection",
+    "amax_to_scale",
+    "calibrate_onnx",
+    "check_profile_spec",
+    "default_activation_spec",
+    "insert_qdq",
+    "load_amct_config",
+    "load_calibration_data",
+    "load_onnx_model",
+    "model_inputs",
+    "read_amct_record",
+    "read_calibration_cache",
+    "records_from_calibration",
+    "scale_to_amax",
+    "select_tensors",
+    "write_amct_record",
+    "write_calibration_cache",
+]
