@@ -27,6 +27,14 @@ WORLD = 2
 BATCHES, BATCH_SIZE = 3, 4096
 SPECS = {"sym": QuantSpec(), "affine": QuantSpec(symmetric=False)}
 SCENARIOS = ("fixed", "growth")
+# Fewer bins than the defaults keep the searches fast on a 2-core machine (the merge logic
+# does not depend on the bin count).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "entropy": {"num_bins": 512},
+    "hfmg": {"num_of_bins": 1024},
+    "mse": {"num_bins": 512},
+    "percentile": {"num_bins": 512},
+}
 # Calibrators whose threshold is a quantile of the histogram: the documented bound applies.
 QUANTILE_CALIBRATORS = {"percentile"}
 # Search calibrators (argmin over the histogram): no worst-case bound; the measured relative
@@ -83,7 +91,7 @@ def _calibrators(scenario: str) -> dict[str, Calibrator]:
         for name in list_calibrators():
             key = f"{scenario}-{spec_name}-{name}"
             try:
-                cals[key] = create_calibrator(name, spec, tensor_name=key)
+                cals[key] = create_calibrator(name, spec, tensor_name=key, **OPTIONS.get(name, {}))
             except ConfigError:  # the calibrator does not support this grid
                 continue
     return cals
@@ -185,12 +193,14 @@ def _rebinnings(kind: str, scenario: str, merged: bool) -> int:
     """Proportional re-binnings a value's mass went through (the bound's ``k``)."""
     if kind == "AbsHistogram":  # fixed width, grows by appending; re-bins only at a merge
         return 1 if merged else 0
+
     def growths(batches: list[torch.Tensor]) -> int:
         lo, hi, k = float(batches[0].min()), float(batches[0].max()), 0
         for x in batches[1:]:
             new = (min(lo, float(x.min())), max(hi, float(x.max())))
             k, (lo, hi) = k + (new != (lo, hi)), new
         return k
+
     if merged:
         return max(growths(_batches(scenario, r)) for r in range(WORLD)) + 1
     return growths([b for r in range(WORLD) for b in _batches(scenario, r)])

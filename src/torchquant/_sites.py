@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 from torchquant._trace import CallSite, Owners, locate
 from torchquant.errors import UnsupportedModelError
 
-__all__ = ["OPS", "FunctionalQuantizers", "SiteSpec", "operand_names"]
+__all__ = ["OPS", "FunctionalQuantizers", "SiteSpec", "operand_names", "site_operands"]
 
 OPS: dict[Any, str] = {
     **dict.fromkeys(
@@ -101,6 +101,13 @@ def operand_names(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
     if op == "sdpa":
         return floats
     return floats if len(floats) == 2 else []
+
+
+def site_operands(op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """`operand_names` with each operand's tensor (None for a cat's ``output``)."""
+    names = operand_names(op, args, kwargs)
+    slots = dict(_slots(op, args))
+    return [(n, None if n == "output" else _operand(args, kwargs, slots[n])) for n in names]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -46,6 +46,7 @@ _SKIP, _LIBRARY, _USER = 0, 1, 2
 _FILE_KIND: dict[str, int] = {}
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _MAX_FRAMES = 64  # how far up `locate` looks for the module that owns a call
+OperandsFn = Callable[[str, tuple[Any, ...], dict[str, Any]], list[tuple[str, Any]]]
 
 
 def _file_kind(filename: str) -> int:
@@ -128,6 +129,8 @@ class Node:
     inputs: list[int | None]  # producer node of each tensor input (None: graph input/param)
     site: CallSite | None = None  # for functions: where user code called it
     func: Any = None  # the torch function, for function nodes
+    operands: dict[str, int | None] = field(default_factory=dict)  # site operand -> producer
+    where: str = ""  # "file:line" of a function call
     consumers: list[int] = field(default_factory=list)
 
 
@@ -165,10 +168,11 @@ def _is_leaf_unit(module: nn.Module) -> bool:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, owners: Owners, ops: dict[Any, str]) -> None:
+    def __init__(self, owners: Owners, ops: dict[Any, str], operands: OperandsFn) -> None:
         super().__init__()
         self.owners = owners
         self.ops = ops
+        self.operands = operands
         self.nodes: list[Node] = []
         self.producer: dict[int, int] = {}
         self.keep_alive: list[Tensor] = []  # ids stay unique while their tensors live
@@ -210,21 +214,33 @@ class _Recorder(TorchFunctionMode):
             self.occurrences[count_key] = occurrence + 1
             site = CallSite(*where, op, occurrence)
         name = getattr(func, "__name__", repr(func))
-        node = self.add_node("function", name, (args, kwargs), module=None, site=site, func=func)
+        node = self.add_node(
+            "function", name, (args, kwargs), module=None, site=site, func=func,
+            where=f"{where[1]}:{where[2]}",
+        )  # fmt: skip
+        if op is not None:
+            node.operands = {
+                n: None if t is None else self.producer.get(id(t))
+                for n, t in self.operands(op, tuple(args), kwargs)
+            }
         self.set_outputs(node, out)
         return out
 
 
-def record(model: nn.Module, example_inputs: tuple[Any, ...], ops: dict[Any, str]) -> Graph:
+def record(
+    model: nn.Module, example_inputs: tuple[Any, ...], ops: dict[Any, str], operands: OperandsFn
+) -> Graph:
     """Run ``model(*example_inputs)`` once in eval mode without gradients and return its
-    dataflow graph; functions in ``ops`` (function -> op name) get a `CallSite`.
+    dataflow graph. Calls of functions in ``ops`` (function -> op name) get a `CallSite` and
+    ``operands(op, args, kwargs)`` -> ``[(operand name, tensor or None)]`` names the
+    operands they would quantize, recorded with their producers.
 
     Raises:
         UnsupportedModelError: the model failed on the example inputs; names the innermost
             module that was running.
     """
     owners = Owners(model)
-    rec = _Recorder(owners, ops)
+    rec = _Recorder(owners, ops, operands)
     leaf_nodes: list[Node] = []
 
     def pre_hook(module: nn.Module, args: Any, kwargs: Any) -> None:

@@ -7,7 +7,8 @@ that the user (or ``torchrun`` / DDP) has set up (gloo on CPU, NCCL on GPU).
   rank order 0, 1, ..., W-1 on the CPU. Every rank runs the same merges on the same inputs, so
   all ranks end with the same state and bit-identical scales.
 - `sync_quantizer_buffers`: for QAT, makes the quantizers' observer statistics and buffers
-  identical on all ranks (mean of the floating statistics, then qparams recomputed).
+  identical on all ranks (min/max statistics all-reduced, then qparams recomputed; other
+  state broadcast from rank 0).
 
 When the merged result equals a single process that observed all the data (rank 0's batches,
 then rank 1's, ...):
@@ -49,7 +50,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from torchquant.calib._base import Calibrator
+from torchquant.calib.minmax import EmaMinMaxCalibrator, MinMaxCalibrator
 from torchquant.errors import ConfigError
+from torchquant.quant.quantizer import Quantizer, iter_quantizers
 
 __all__ = ["collect_calibrators", "is_distributed", "sync_calibrators", "sync_quantizer_buffers"]
 
@@ -62,14 +65,9 @@ def is_distributed(group: ProcessGroup | None = None) -> bool:
 
 
 def collect_calibrators(model: nn.Module) -> list[tuple[str, Calibrator]]:
-    """``(module name, calibrator)`` of every module holding a ``.calibrator``, in
+    """``(quantizer name, calibrator)`` of every `Quantizer` in ``model``, in
     ``named_modules`` order (the same on every rank for the same model)."""
-    found = []
-    for name, module in model.named_modules():
-        calibrator = getattr(module, "calibrator", None)
-        if isinstance(calibrator, Calibrator):
-            found.append((name, calibrator))
-    return found
+    return [(name, q.calibrator) for name, q in iter_quantizers(model)]
 
 
 def sync_calibrators(
@@ -110,6 +108,86 @@ def sync_calibrators(
         cal.load_state_dict(_to_device(merged.state_dict(), device))
 
 
+def sync_quantizer_buffers(model: nn.Module, group: ProcessGroup | None = None) -> None:
+    """Make every `Quantizer`'s statistics, qparams and state identical on all ranks (QAT).
+
+    - ``minmax`` / ``ema_minmax`` quantizers with calibrated (not learned) qparams, the QAT hot
+      path: the calibrator's ``min_val``/``max_val`` (per tensor, or (C,) per channel) are
+      all-reduced. ``ema_minmax`` takes the mean over ranks: the moving average is linear, so
+      from a common start the mean of the ranks' averages is the moving average of the
+      rank-mean batch statistics. ``minmax`` follows the current batch in QAT, so it takes
+      the global batch range (MIN and MAX). ``scale``/``zero_point`` are then recomputed from
+      the common range (`Quantizer.compute_qparams`) and agree bit for bit; averaging the
+      ``scale`` buffers instead would not match the integer ``zero_point``.
+    - every other quantizer (histogram calibrators, whose cumulative state cannot be merged
+      twice without counting the shared history twice; LSQ/ULQ, whose learned parameters
+      are initialised from the first local batch): rank 0's whole state (buffers,
+      parameters and the calibrator's state in ``_extra_state``) is broadcast.
+
+    Why not DDP's ``broadcast_buffers`` (on by default): it broadcasts rank 0's *buffers* at
+    every forward, but a quantizer's statistics live in its calibrator (``_extra_state``, not
+    a buffer) and each QAT step recomputes ``scale``/``zero_point`` from them, so it neither
+    keeps the statistics identical nor lets the other ranks' data count. Call this after the
+    optimizer step (three small all-reduces and one broadcast), or at least before
+    evaluating or saving. A no-op without an initialised process group of several ranks; a
+    collective, so every rank must call it.
+    """
+    named = list(iter_quantizers(model))
+    if not named or not is_distributed(group):
+        return
+    device = named[0][1].zero_point.device
+    streaming = [(q, c) for _, q in named if (c := _streaming_calibrator(q)) is not None]
+    ready = torch.tensor(
+        [c.min_val is not None for _, c in streaming], dtype=torch.int32, device=device
+    )
+    dist.all_reduce(ready, op=dist.ReduceOp.MIN, group=group)  # synced only if all ranks have one
+    synced = [(q, c) for (q, c), ok in zip(streaming, ready.tolist(), strict=True) if ok]
+    ema = [c for _, c in synced if isinstance(c, EmaMinMaxCalibrator)]
+    plain = [c for _, c in synced if not isinstance(c, EmaMinMaxCalibrator)]
+    world = dist.get_world_size(group)
+    _all_reduce([c.min_val for c in ema] + [c.max_val for c in ema], "mean", world, group)
+    _all_reduce([c.min_val for c in plain], "min", world, group)
+    _all_reduce([c.max_val for c in plain], "max", world, group)
+    for q, _ in synced:
+        q.compute_qparams()
+    rest = [q for _, q in named if not any(q is s for s, _ in synced)]
+    if not rest:
+        return
+    cpu = torch.device("cpu")
+    states = [[_to_device(q.state_dict(), cpu) for q in rest]]
+    src = 0 if group is None else dist.get_global_rank(group, 0)
+    dist.broadcast_object_list(states, src=src, group=group)
+    if dist.get_rank(group) != 0:
+        for q, state in zip(rest, states[0], strict=True):
+            q.load_state_dict(state)
+
+
+def _streaming_calibrator(q: Quantizer) -> MinMaxCalibrator | None:
+    """The calibrator of a quantizer whose QAT statistics are its min/max (no learned
+    qparams), else None."""
+    cal = q.calibrator
+    return cal if q.config.learning == "none" and isinstance(cal, MinMaxCalibrator) else None
+
+
+def _all_reduce(
+    tensors: list[Tensor | None], op: str, world: int, group: ProcessGroup | None
+) -> None:
+    """All-reduce ``tensors`` in place as one flat buffer: ``mean``, ``min`` or ``max``."""
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return
+    flat = torch.cat([t.reshape(-1) for t in present])  # (sum of numels,)
+    # gloo has no AVG: sum, then divide (every rank receives the same sum).
+    reduce_op = {"mean": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+    dist.all_reduce(flat, op=reduce_op[op], group=group)
+    if op == "mean":
+        flat /= world
+    offset = 0
+    for t in present:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 def _describe(name: str, cal: Calibrator) -> dict[str, Any]:
     """What a rank sends for one calibrator: identity for the checks, and its CPU state."""
     return {
@@ -139,7 +217,7 @@ def _check_same_calibrators(gathered: list[Any], rank: int) -> None:
 
 
 def _state_device(state: Any) -> torch.device:
-    """Device of the first tensor in a (nested) state; CPU when it holds none."""
+    """Device of the first non-CPU tensor in a (nested) state; CPU when it holds none."""
     if isinstance(state, Tensor):
         return state.device
     items = state.values() if isinstance(state, dict) else state

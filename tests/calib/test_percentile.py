@@ -136,7 +136,10 @@ def test_merge_state_and_reset() -> None:
     for spec in (QuantSpec(), QuantSpec(symmetric=False)):
         whole = PercentileCalibrator(spec, percentile=99.9)
         whole.observe(data)
-        left, right = PercentileCalibrator(spec, percentile=99.9), PercentileCalibrator(spec, percentile=99.9)
+        left, right = (
+            PercentileCalibrator(spec, percentile=99.9),
+            PercentileCalibrator(spec, percentile=99.9),
+        )
         left.observe(data[:6000])
         right.observe(data[6000:])
         left.merge(right)

@@ -124,7 +124,9 @@ def _r(x: torch.Tensor) -> tuple[float, float]:
 def test_merge_equals_single_stream_on_a_shared_range() -> None:
     # Exact when no re-binning happens: every batch spans the same [min, max].
     g = torch.Generator().manual_seed(3)
-    batches = [torch.cat([torch.tensor([-4.0, 4.0]), torch.randn(300, generator=g)]) for _ in range(4)]
+    batches = [
+        torch.cat([torch.tensor([-4.0, 4.0]), torch.randn(300, generator=g)]) for _ in range(4)
+    ]
     single, left, right = RangeHistogram(128), RangeHistogram(128), RangeHistogram(128)
     for b in batches:
         single.add(b)

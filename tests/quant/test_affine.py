@@ -105,7 +105,7 @@ def test_degenerate_affine_zero_point_is_qmin() -> None:
     # AMCT: s = 1 and offset -2^(b-1) when asymmetric.
     assert _qp(0.0, 0.0, QuantSpec(symmetric=False)) == (1.0, -128)
     assert _qp(0.0, 0.0, QuantSpec(signed=False, symmetric=False)) == (1.0, 0)
-    assert FLT_EPSILON == torch.finfo(torch.float32).eps
+    assert torch.finfo(torch.float32).eps == FLT_EPSILON
 
 
 def test_per_channel_vectors() -> None:

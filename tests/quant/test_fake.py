@@ -56,7 +56,9 @@ def test_per_tensor_equals_dequantize_quantize(spec: QuantSpec) -> None:
 
 
 @pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("spec", [QuantSpec(), QuantSpec(narrow_range=True, bits=4), QuantSpec(symmetric=False)])
+@pytest.mark.parametrize(
+    "spec", [QuantSpec(), QuantSpec(narrow_range=True, bits=4), QuantSpec(symmetric=False)]
+)
 def test_per_channel_equals_dequantize_quantize(axis: int, spec: QuantSpec) -> None:
     spec = spec.with_(axis=axis)
     x = _data(6, 5, 7)
@@ -169,7 +171,9 @@ def test_lsq_scale_gradient_per_channel_and_zero_point() -> None:
     zp = torch.tensor([1, -2], dtype=torch.int32)
     fake_quantize_lsq(x, scale, zp, spec, grad_factor=1.0).sum().backward()
     assert scale.grad is not None
-    want = [_lsq_scale_grad(r, s, z, -8, 7) for r, s, z in zip(rows, [0.5, 1.0], [1, -2], strict=True)]
+    want = [
+        _lsq_scale_grad(r, s, z, -8, 7) for r, s, z in zip(rows, [0.5, 1.0], [1, -2], strict=True)
+    ]
     torch.testing.assert_close(scale.grad, torch.tensor(want), rtol=1e-5, atol=1e-5)
     assert lsq_grad_factor(x, spec) == pytest.approx(1.0 / math.sqrt(3 * 7))
 
@@ -192,7 +196,9 @@ def test_lsq_per_tensor_negative_zero_point() -> None:
     fake_quantize_lsq(x, scale, zp, spec, grad_factor=1.0).sum().backward()
     assert x.grad is not None and scale.grad is not None
     assert x.grad.tolist() == [1.0, 1.0, 1.0]
-    assert float(scale.grad) == pytest.approx(_lsq_scale_grad([191.0, -64.0, 10.3], 1.0, -64, -128, 127), rel=1e-5)
+    assert float(scale.grad) == pytest.approx(
+        _lsq_scale_grad([191.0, -64.0, 10.3], 1.0, -64, -128, 127), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -200,7 +206,8 @@ def test_lsq_per_tensor_negative_zero_point() -> None:
     [
         QuantSpec(signed=False, symmetric=False),
         pytest.param(
-            QuantSpec(symmetric=False), marks=pytest.mark.xfail(strict=True, reason=_NEGATIVE_ZP_BUG)
+            QuantSpec(symmetric=False),
+            marks=pytest.mark.xfail(strict=True, reason=_NEGATIVE_ZP_BUG),
         ),
     ],
 )

@@ -46,6 +46,7 @@ __all__ = [
     "OutputFn",
     "analyze",
     "first_tensor",
+    "output_sqnr",
     "quantizer_groups",
     "run_batch",
 ]
@@ -99,9 +100,7 @@ class Analysis:
         """Plain-data form, for JSON."""
         return {
             "tensors": [t.to_dict() for t in self.tensors],
-            "layers": [
-                {**vars(g), "quantizers": list(g.quantizers)} for g in self.layers
-            ],
+            "layers": [{**vars(g), "quantizers": list(g.quantizers)} for g in self.layers],
             "all_quantized_db": self.all_quantized_db,
             "num_batches": self.num_batches,
             "forward_passes": self.forward_passes,
@@ -245,18 +244,18 @@ def analyze(
             only_q: dict[str, float] = {}
             for g, names in groups.items():
                 probe.active = set(names)
-                only_q[g] = _output_sqnr(reference, run(set(names)))
+                only_q[g] = output_sqnr(reference, run(set(names)))
             probe.mode = "off"
             only_f: dict[str, float] = {}
             everything = set(quantizers)
             for g, names in groups.items():
                 only_f[g] = (
-                    _output_sqnr(reference, run(everything - set(names)))
+                    output_sqnr(reference, run(everything - set(names)))
                     if len(groups) > 1
                     else math.inf
                 )
             all_db = (
-                _output_sqnr(reference, run(everything))
+                output_sqnr(reference, run(everything))
                 if len(groups) > 1
                 else next(iter(only_q.values()))
             )
@@ -293,8 +292,10 @@ class _Probe:
         return record
 
 
-def _output_sqnr(reference: Sequence[Tensor], outputs: Sequence[Tensor]) -> float:
+def output_sqnr(reference: Sequence[Tensor], outputs: Sequence[Tensor]) -> float:
     """SQNR (dB) of ``outputs`` against ``reference``, energies summed over batches."""
     signal = sum(float(r.double().square().sum()) for r in reference)
-    noise = sum(float((r - o).double().square().sum()) for r, o in zip(reference, outputs))
+    noise = sum(
+        float((r - o).double().square().sum()) for r, o in zip(reference, outputs, strict=True)
+    )
     return sqnr_db(signal, noise)

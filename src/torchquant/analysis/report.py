@@ -10,7 +10,7 @@ Sections, each present when the analysis has the data:
 - each tensor's histogram (log counts) with every calibrator's clipping range marked.
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas): no pyplot global state and no
-display needed. PNG metadata is stripped so the same analysis gives the same bytes.
+display or backend selection needed. PNG metadata is stripped so the same analysis gives the same bytes.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: the report is written on servers and in CI
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from torchquant.analysis.fixes import QuantPlan  # noqa: E402
-from torchquant.analysis.layerwise import Analysis, LayerSensitivity  # noqa: E402
-from torchquant.analysis.profile import TensorProfile  # noqa: E402
+from torchquant.analysis.fixes import QuantPlan
+from torchquant.analysis.layerwise import Analysis, LayerSensitivity
+from torchquant.analysis.profile import TensorProfile
 
 __all__ = ["render_report", "write_report"]
 
@@ -48,8 +44,10 @@ tr.float td { background: #ffe9c7; }
 img { max-width: 100%; }
 """
 # One colour per calibrator, stable across plots (matplotlib's tab10 order).
-_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-_COLOURS += ("tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+_COLOURS = (
+    *("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"),
+    *("tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"),
+)
 
 
 def write_report(

@@ -198,23 +198,48 @@ def _boundaries(cand: Tensor, levels: int, variant: str) -> Tensor:
     if variant == "modelopt":
         # np.linspace(0, i, L+1) is g * (i / L) in float64; digitize puts integer bin j in
         # the level whose left edge is the last one <= j, so levels start at ceil(edge).
-        step = cand.to(torch.float64) / levels  # (k,)
-        b = torch.ceil(g.to(torch.float64)[None, :] * step[:, None]).long()
+        if levels & (levels - 1) == 0:  # i / L is exact: integer ceil gives the same edges
+            b = (g[None, :] * cand[:, None] + (levels - 1)) // levels
+        else:
+            step = cand.to(torch.float64) / levels  # (k,)
+            b = torch.ceil(g.to(torch.float64)[None, :] * step[:, None]).long()
     else:
         b = g[None, :] * (cand // levels)[:, None]
     b[:, -1] = cand
     return b  # (k, L+1)
 
 
-def _level_stats(
-    p: _Prefix, cand: Tensor, levels: int, variant: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per level (k, L): its count and non-empty bins; (k,) the level holding bin ``i-1``."""
+def _level_stats(p: _Prefix, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Count and non-empty bins (k, L) of the levels with edges ``b`` (k, L+1)."""
+    count = p.count.take(b)  # (k, L+1)
+    nonzero = p.nonzero.take(b)  # (k, L+1)
+    return count[:, 1:] - count[:, :-1], nonzero[:, 1:] - nonzero[:, :-1]
+
+
+def _sum_mass_log_q(p: _Prefix, cand: Tensor, levels: int, variant: str) -> tuple[Tensor, Tensor]:
+    """``sum_levels mass * log(q)`` (k,) and the value ``q`` (k,) of the level of bin ``i-1``."""
+    if variant == "tensorrt":
+        # Levels 0..L-2 hold m = i // L bins each and depend on i only through m: sum them
+        # once per distinct m (cand is a contiguous range), then add the last level per i.
+        m = cand // levels  # (k,)
+        m_first = int(m[0])
+        ms = torch.arange(m_first, int(m[-1]) + 1, device=cand.device)  # (u,)
+        b = torch.arange(levels, device=cand.device)[None, :] * ms[:, None]  # (u, L)
+        mass, nonempty = _level_stats(p, b)  # (u, L-1)
+        head = torch.xlogy(mass, mass / nonempty.clamp(min=1)).sum(dim=1)  # (u,)
+        lo = (levels - 1) * m  # (k,)
+        last_mass = p.count[cand] - p.count[lo]
+        q_last = last_mass / (p.nonzero[cand] - p.nonzero[lo]).clamp(min=1)
+        return head[m - m_first] + torch.xlogy(last_mass, q_last), q_last
     b = _boundaries(cand, levels, variant)  # (k, L+1)
-    mass = p.count[b].diff(dim=1)  # (k, L)
-    nonempty = p.nonzero[b].diff(dim=1)  # (k, L)
-    last_level = (b[:, 1:] <= (cand - 1)[:, None]).sum(dim=1, keepdim=True)  # (k, 1)
-    return mass, nonempty, last_level
+    mass, nonempty = _level_stats(p, b)  # (k, L)
+    q_level = mass / nonempty.clamp(min=1)  # (k, L)
+    # Bin i-1 is in the last level when i >= L; below, count the edges at or before it.
+    last_level = torch.full_like(cand, levels - 1)[:, None]  # (k, 1)
+    few = cand < levels
+    if bool(few.any()):
+        last_level[few] = (b[few, 1:] <= (cand[few] - 1)[:, None]).sum(dim=1, keepdim=True)
+    return torch.xlogy(mass, q_level).sum(dim=1), q_level.gather(1, last_level).squeeze(1)
 
 
 def _kl_fast(p: _Prefix, cand: Tensor, levels: int, variant: str) -> Tensor:
@@ -224,15 +249,14 @@ def _kl_fast(p: _Prefix, cand: Tensor, levels: int, variant: str) -> Tensor:
     ``KL = (sum p log p - sum p log q) / total - log(total) + log(C)``, where
     ``sum p log q = sum_levels mass * log(q) + O * log(q[i-1])``.
     """
-    mass, nonempty, last_level = _level_stats(p, cand, levels, variant)
     kept = p.count[cand]  # (k,)
     outliers = p.total - kept
     last = p.h[cand - 1]  # (k,)
     folded = last + outliers
     plogp = p.hlogh[cand] - torch.xlogy(last, last) + torch.xlogy(folded, folded)
-    q_level = mass / nonempty.clamp(min=1)  # (k, L)
-    q_last = torch.where(last > 0, q_level.gather(1, last_level).squeeze(1), 0.0)  # (k,)
-    plogq = torch.xlogy(mass, q_level).sum(dim=1) + torch.xlogy(outliers, q_last)
+    mass_log_q, q_last = _sum_mass_log_q(p, cand, levels, variant)
+    q_last = torch.where(last > 0, q_last, 0.0)  # Q is empty where bins[i-1] is
+    plogq = mass_log_q + torch.xlogy(outliers, q_last)
     kl = (plogp - plogq) / p.total - torch.log(p.total) + torch.log(kept)
     return torch.where((kept > 0) & (p.total > 0), kl, torch.nan)
 
@@ -240,12 +264,13 @@ def _kl_fast(p: _Prefix, cand: Tensor, levels: int, variant: str) -> Tensor:
 def _kl_exact(p: _Prefix, cand: Tensor, levels: int, variant: str) -> Tensor:
     """KL(P || Q) of candidates (s,) from explicit P and Q (s, n), term by term like
     ``scipy.stats.entropy``: ``sum p log(p / q)`` over normalized P and Q."""
-    mass, nonempty, _ = _level_stats(p, cand, levels, variant)
+    b = _boundaries(cand, levels, variant)  # (s, L+1)
+    mass, nonempty = _level_stats(p, b)  # (s, L)
     n = p.h.numel()
     j = torch.arange(n, device=cand.device)  # (n,)
     inside = j[None, :] < cand[:, None]  # (s, n)
-    b = _boundaries(cand, levels, variant)[:, 1:].contiguous()  # (s, L)
-    level = torch.searchsorted(b, j.expand(cand.numel(), n).contiguous(), right=True)  # (s, n)
+    edges = b[:, 1:].contiguous()  # (s, L)
+    level = torch.searchsorted(edges, j.expand(cand.numel(), n).contiguous(), right=True)  # (s, n)
     q_level = mass / nonempty.clamp(min=1)  # (s, L)
     q_level = torch.cat([q_level, q_level.new_zeros(cand.numel(), 1)], dim=1)  # (s, L+1)
     q = torch.where(inside & (p.h > 0), q_level.gather(1, level), 0.0)  # (s, n)

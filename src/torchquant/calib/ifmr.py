@@ -109,7 +109,7 @@ class IfmrCalibrator(Calibrator):
             raise ConfigError(f"ifmr batch_num must be >= 1 or None, got {batch_num}")
         if max_samples < 1:
             raise ConfigError(f"ifmr max_samples must be >= 1, got {max_samples}")
-        self.mode: Literal["exact", "histogram"] = mode
+        self._requested_mode: Literal["exact", "histogram"] = mode
         self.max_percentile = max_percentile
         self.min_percentile = min_percentile
         self.search_range = (start, end)
@@ -121,6 +121,7 @@ class IfmrCalibrator(Calibrator):
         self._reset()
 
     def _reset(self) -> None:
+        self.mode = self._requested_mode  # the exact mode may have fallen back
         self._values: list[Tensor] = []  # exact mode: flattened batches (N_i,)
         self._hist = RangeHistogram(self.num_bins)
         self.count = 0  # values used
@@ -144,16 +145,16 @@ class IfmrCalibrator(Calibrator):
             if self._held() + flat.numel() <= self.max_samples:
                 self._values.append(flat.clone())
                 return
-            self._fall_back()
+            self._fall_back(f"more than max_samples={self.max_samples} values")
         self._hist.add(flat)
 
     def _held(self) -> int:
         return sum(v.numel() for v in self._values)
 
-    def _fall_back(self) -> None:
+    def _fall_back(self, reason: str) -> None:
         warnings.warn(
-            f"ifmr for tensor {self.tensor_name!r}: more than max_samples={self.max_samples} "
-            f"values; switching to the histogram mode ({self.num_bins} bins)",
+            f"ifmr for tensor {self.tensor_name!r}: {reason}; switching from the exact to the "
+            f"histogram mode ({self.num_bins} bins)",
             TorchQuantWarning,
             stacklevel=4,
         )
@@ -168,7 +169,11 @@ class IfmrCalibrator(Calibrator):
             self._values += [v.to(self._values[0].device) for v in other._values]
         else:
             if self.mode == "exact":
-                self._fall_back()
+                self._fall_back(
+                    f"the merged values exceed max_samples={self.max_samples}"
+                    if other.mode == "exact"
+                    else "merging a histogram-mode state"
+                )
             theirs = RangeHistogram(self.num_bins)
             theirs.load_state_dict(other._hist.state_dict())
             for values in other._values:
@@ -274,14 +279,7 @@ def _value_after(counts: Tensor, edges: Tensor, target: float) -> float:
     (n+1,) first passes ``target`` values: the (target+1)-th smallest value, estimated."""
     cum = torch.cumsum(counts, 0)  # (n,)
     n = counts.numel()
-    i = min(
-        int(
-            torch.searchsorted(
-                cum, torch.tensor([target], dtype=cum.dtype, device=cum.device), right=True
-            )
-        ),
-        n - 1,
-    )
+    i = min(int(torch.searchsorted(cum, cum.new_tensor([target]), right=True)), n - 1)
     before = float(cum[i] - counts[i])
     c = float(counts[i])
     frac = 0.0 if c <= 0.0 else min(max((target - before) / c, 0.0), 1.0)

@@ -115,6 +115,16 @@ def _tokens(text: str, path: str) -> Iterator[tuple[str, str, int]]:
         pos = m.end()
 
 
+def _parse_float(text: str) -> float:
+    """A protobuf text-format float: ``1.5``, ``1e-3``, ``2.5f``, ``inf``."""
+    try:
+        return float(text)
+    except ValueError:
+        if text[-1:] in ("f", "F"):
+            return float(text[:-1])
+        raise
+
+
 class _Parser:
     def __init__(self, text: str, path: str) -> None:
         self.path = path
@@ -125,13 +135,13 @@ class _Parser:
         line = self.toks[min(self.i, len(self.toks) - 1)][2] if self.toks else 1
         return FileFormatError(f"{self.path}:{line}: {message}")
 
-    def next(self, expected: str | None = None) -> tuple[str, str, int]:
+    def next(self, literal: str | None = None, what: str = "more") -> tuple[str, str, int]:
+        """The next token; it must be ``literal`` when given (``what`` describes it)."""
         if self.i >= len(self.toks):
-            self.i = len(self.toks)
-            raise self.error(f"unexpected end of file (expected {expected or 'more'})")
+            raise self.error(f"unexpected end of file (expected {literal or what})")
         tok = self.toks[self.i]
-        if expected is not None and tok[1] != expected:
-            raise self.error(f"expected {expected!r}, got {tok[1]!r}")
+        if literal is not None and tok[1] != literal:
+            raise self.error(f"expected {literal!r}, got {tok[1]!r}")
         self.i += 1
         return tok
 
@@ -142,11 +152,11 @@ class _Parser:
 
     def scalar(self, field_name: str, integer: bool) -> float | int:
         self.next(":")
-        kind, text, _ = self.next("a value")
+        kind, text, _ = self.next(what="a value")
         try:
             if kind != "word":
                 raise ValueError
-            value: float | int = int(text, 0) if integer else float(text.rstrip("fF"))
+            value: float | int = int(text, 0) if integer else _parse_float(text)
         except ValueError:
             self.i -= 1
             raise self.error(
@@ -168,7 +178,7 @@ class _Parser:
             _, name, _ = self.next()
             if name == "key" and key is None:
                 self.next(":")
-                kind, text, _ = self.next("a string")
+                kind, text, _ = self.next(what="a string")
                 if kind != "string":
                     self.i -= 1
                     raise self.error(f"key must be a quoted string, got {text!r}")

@@ -200,6 +200,7 @@ def calibrate_onnx(
     num_threads: int = 0,
     progress: bool = True,
     total_batches: int | None = None,
+    check_qdq: bool = True,
 ) -> CalibrationResult:
     """Calibrate ``model``'s activations on ``data`` and its weights, streaming.
 
@@ -218,7 +219,9 @@ def calibrate_onnx(
         all_activations: also calibrate every other float tensor, for a TensorRT cache.
         num_threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
         progress: show a tqdm progress bar on stderr.
-        total_batches: batch count for the progress bar (``len(data)`` is used if defined).
+        total_batches: batch count for the progress bar (``data.num_batches`` if defined).
+        check_qdq: fail before running if a spec cannot be exported with ``profile``
+            (`check_profile_spec`); off when only a cache or a record is wanted.
 
     Raises:
         FileFormatError: missing or unreadable model file.
@@ -235,7 +238,7 @@ def calibrate_onnx(
     )
     choices = {t: overrides.get(t, act) for t in selection.calibrated}
     active = {t: c for t, c in choices.items() if c is not None}
-    for t in selection.activations:
+    for t in selection.activations if check_qdq else ():
         if t in active:
             check_profile_spec(active[t].spec, profile, t)
     calibrators = {t: c.create(t) for t, c in active.items()}
@@ -248,7 +251,8 @@ def calibrate_onnx(
     for feed in tqdm(data, total=total, desc="calibrating", unit="batch", disable=not progress):
         _check_feed(feed, expected)
         t0 = time.perf_counter()
-        outputs = session.run(fetched, dict(feed))
+        # run() with no names returns the graph outputs, which are not wanted here.
+        outputs = session.run(fetched, dict(feed)) if fetched else []
         t1 = time.perf_counter()
         for name, arr in zip(fetched, outputs, strict=True):
             calibrators[name].observe(torch.from_numpy(arr))
@@ -267,7 +271,9 @@ def calibrate_onnx(
             activations[out] = replace(activations[src], name=out)
     timings["compute"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    weights = _calibrate_weights(model, selection, per_channel_weights, weight_spec, overrides)
+    weights = _calibrate_weights(
+        model, selection, per_channel_weights, weight_spec, overrides, check_qdq
+    )
     timings["weights"] = time.perf_counter() - t0
     return CalibrationResult(selection, activations, weights, num_samples, timings)
 
@@ -278,6 +284,7 @@ def _calibrate_weights(
     per_channel: bool,
     weight_spec: QuantSpec | None,
     overrides: Mapping[str, CalibratorChoice | None],
+    check_qdq: bool,
 ) -> dict[str, TensorCalibration]:
     base = weight_spec or QuantSpec(narrow_range=True)
     initializers = {t.name: t for t in model.graph.initializer}
@@ -287,7 +294,8 @@ def _calibrate_weights(
         choice = overrides.get(name, default)
         if choice is None:
             continue
-        check_profile_spec(choice.spec, selection.profile, name, weight=True)
+        if check_qdq:
+            check_profile_spec(choice.spec, selection.profile, name, weight=True)
         cal = choice.create(name)
         cal.observe(torch.from_numpy(numpy_helper.to_array(initializers[name]).astype(np.float32)))
         found[name] = _finish(name, cal)

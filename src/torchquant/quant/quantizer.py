@@ -32,9 +32,12 @@ NaN/Inf: PTQ observation checks every batch (`Calibrator.observe`). QAT checks t
 on accelerators, where each check is a host-device sync; the moving average keeps a NaN once
 it got in, so the periodic check still sees it. The error names the quantizer.
 
+After `convert`, ``exact_rounding`` makes the fake quantization round ``x / s`` through
+`quantize`/`dequantize`, bit for bit what ONNX ``QuantizeLinear``/``DequantizeLinear`` do.
+
 state_dict keys (stable): ``scale``, ``zero_point`` (buffers; ``scale`` is a Parameter for
 LSQ), ``clip_min``/``clip_max`` (ULQ Parameters) and ``_extra_state`` (the calibrator's
-state_dict, ``has_qparams``, the mode flags and the QAT step count).
+state_dict, ``has_qparams``, the mode flags, ``exact_rounding`` and the QAT step count).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from torchquant.calib import Calibrator, create_calibrator
 from torchquant.calib.minmax import MinMaxCalibrator, batch_min_max
 from torchquant.config import QuantizerConfig
 from torchquant.errors import ConfigError, NonFiniteError
-from torchquant.quant.affine import FLT_EPSILON
+from torchquant.quant.affine import FLT_EPSILON, dequantize, quantize
 from torchquant.quant.fake import fake_quantize, fake_quantize_learnable_range, fake_quantize_lsq
 from torchquant.quant.spec import QuantSpec
 
@@ -94,6 +97,9 @@ class Quantizer(nn.Module):
         self.observer_enabled = True
         self.fake_quant_enabled = True
         self.has_qparams = False
+        # Round x / s with quantize/dequantize like ONNX QuantizeLinear (set by convert),
+        # instead of PyTorch's faster x * (1/s) kernels that training uses.
+        self.exact_rounding = False
         self.steps = 0  # QAT training steps observed
         spec = config.spec
         # Per-tensor qparams are 0-dim; per-channel ones start empty and take their size
@@ -209,6 +215,10 @@ class Quantizer(nn.Module):
         return x
 
     def _fake_quant(self, x: Tensor) -> Tensor:
+        if self.exact_rounding:
+            scale = self.scale.detach()
+            q = quantize(x, scale, self.zero_point, self.spec)
+            return dequantize(q, scale, self.zero_point, self.spec).to(x.dtype)
         learning = self.config.learning
         if learning == "none":
             return fake_quantize(x, self.scale, self.zero_point, self.spec)
@@ -274,6 +284,7 @@ class Quantizer(nn.Module):
             "has_qparams": self.has_qparams,
             "observer_enabled": self.observer_enabled,
             "fake_quant_enabled": self.fake_quant_enabled,
+            "exact_rounding": self.exact_rounding,
             "steps": self.steps,
         }
 
@@ -283,6 +294,7 @@ class Quantizer(nn.Module):
         self.has_qparams = bool(state["has_qparams"])
         self.observer_enabled = bool(state["observer_enabled"])
         self.fake_quant_enabled = bool(state["fake_quant_enabled"])
+        self.exact_rounding = bool(state.get("exact_rounding", False))
         self.steps = int(state["steps"])
 
     def _load_from_state_dict(
