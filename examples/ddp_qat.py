@@ -34,16 +34,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_cnn import DigitsCNN, evaluate, load_data  # noqa: E402
+from digits_cnn import DigitsCNN, evaluate, load_data
 
-from torchquant._api import quantize  # noqa: E402
-from torchquant._auto import PrepareConfig  # noqa: E402
-from torchquant.distributed import (  # noqa: E402
+from torchquant._api import quantize
+from torchquant._auto import PrepareConfig
+from torchquant.distributed import (
     is_distributed,
     sync_calibrators,
     sync_quantizer_buffers,
 )
-from torchquant.quant.quantizer import (  # noqa: E402
+from torchquant.quant.quantizer import (
     enable_fake_quant,
     enable_observer,
     iter_quantizers,
@@ -150,8 +150,9 @@ def run(
     batch_size: int = 64,
     device: torch.device | None = None,
     checkpoint: str | None = None,
-) -> dict[str, Any]:
-    """Prepare, calibrate and train on this rank; returns accuracies and qparams."""
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Prepare, calibrate and train on this rank: the trained model, and its test accuracy
+    (percent), its qparams and whether they are identical on all ranks."""
     device = device or torch.device("cpu")
     x_train, y_train, x_test, y_test = load_data(device)
     model = prepare(width, x_train[:2])
@@ -168,7 +169,7 @@ def run(
     }
     if checkpoint is not None and rank_and_world()[0] == 0:
         torch.save(model.state_dict(), checkpoint)
-    return result
+    return model, result
 
 
 def main() -> None:
@@ -185,7 +186,9 @@ def main() -> None:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        result = run(epochs=args.epochs, width=args.width, device=device, checkpoint=args.checkpoint)
+        result = run(
+            epochs=args.epochs, width=args.width, device=device, checkpoint=args.checkpoint
+        )
         for r in range(world):  # print in rank order
             if r == rank:
                 print(

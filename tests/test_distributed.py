@@ -8,6 +8,7 @@ observes the same batches in rank order (rank 0's, then rank 1's).
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,12 @@ from torchquant.distributed import is_distributed, sync_calibrators
 from torchquant.errors import ConfigError
 from torchquant.quant.spec import QuantSpec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import ddp_qat  # noqa: E402  (examples/ is not a package)
+from digits_cnn import evaluate, load_data  # noqa: E402
+
 WORLD = 2
+QAT_EPOCHS = 4
 BATCHES, BATCH_SIZE = 3, 4096
 SPECS = {"sym": QuantSpec(), "affine": QuantSpec(symmetric=False)}
 SCENARIOS = ("fixed", "growth")
@@ -248,3 +254,61 @@ def test_range_growth_within_documented_bound(calibrated: Any, spec_name: str, n
     else:
         rel = (dist_["scale"] - one["scale"]).abs() / one["scale"]
         assert float(rel.max()) <= SEARCH_TOLERANCE, f"{key}: relative scale difference {rel}"
+
+
+# -- DDP QAT of the digits CNN ---------------------------------------------------------------
+def _qat_worker(rank: int, port: int, out_dir: str) -> None:
+    _init(rank, port)
+    try:
+        model, result = ddp_qat.run(epochs=QAT_EPOCHS, checkpoint=f"{out_dir}/qat.pt")
+        result["state"] = model.state_dict()
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def qat(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], float, Path]:
+    out_dir = tmp_path_factory.mktemp("qat")
+    ranks = _spawn(_qat_worker, out_dir)
+    _, single = ddp_qat.run(epochs=QAT_EPOCHS)  # same recipe, one process, all the data
+    return ranks, single["accuracy"], out_dir / "qat.pt"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bitwise equality of nested states (tensors, dicts, lists, plain values)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def test_ddp_qat_reaches_single_process_accuracy(qat: Any) -> None:
+    ranks, single_accuracy, _ = qat
+    for result in ranks:
+        assert result["accuracy"] >= 85.0
+        assert abs(result["accuracy"] - single_accuracy) <= 5.0
+    assert single_accuracy >= 85.0
+
+
+def test_ddp_qat_state_identical_on_both_ranks(qat: Any) -> None:
+    (r0, r1), _, _ = qat
+    assert r0["same_after_calibration"] and r0["same_after_training"]
+    quantizer_keys = [k for k in r0["state"] if "quantizer" in k]
+    assert any(k.endswith("_extra_state") for k in quantizer_keys)  # calibrator statistics
+    for key in quantizer_keys:
+        assert _same(r0["state"][key], r1["state"][key]), key
+    assert _same(r0["state"], r1["state"])  # parameters and BatchNorm buffers as well
+
+
+def test_rank0_checkpoint_loads_in_one_process(qat: Any) -> None:
+    (r0, _), _, checkpoint = qat
+    x_train, _, x_test, y_test = load_data()
+    model = ddp_qat.prepare(16, x_train[:2])
+    model.load_state_dict(torch.load(checkpoint, weights_only=False))
+    assert _same(model.state_dict(), r0["state"])
+    # One test image in 540 may flip where another thread count sums in another order.
+    assert abs(evaluate(model, x_test, y_test) - r0["accuracy"]) <= 100 / 540 + 1e-9

@@ -287,7 +287,7 @@ def _prepare(model: nn.Module, config: PrepareConfig, example_inputs: Any) -> nn
                 plan.add(group[0], type(head).__name__, "quantized", reason)
         elif group[0] in chosen:
             groups.append(group)
-    swap_layers(model, chosen, groups, plan)
+    swap_layers(model, chosen, groups, qat=config.qat, plan=plan)
     specs, quantizers = _plan_sites(graph, config, plan)
     table = FunctionalQuantizers(specs, quantizers, frozenset(config.functional_ops))
     setattr(model, FUNCTIONAL_ATTR, table)

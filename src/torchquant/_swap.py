@@ -1,15 +1,14 @@
 """Fuse the groups found by the automatic path and swap float layers for QAT modules.
 
-Fusion uses `torchquant._fuse.fuse_modules` (the float containers of `torchquant.nn.fused`,
-like ``torch.ao.quantization.fuse_modules``): the first member's name holds the container,
-the others become ``nn.Identity``. Each container or float Conv/Linear then becomes its QAT
+Fusion uses `torchquant._fuse.fuse_module_groups` (``torch.ao.quantization.fuse_modules``
+semantics: the first member's name holds the result, the others become ``nn.Identity``):
+for PTQ, BN is folded into the conv weights now (Conv+BN+ReLU becomes a ``ConvReLU``); for
+QAT, the group becomes a float container of `torchquant.nn.fused`. Each container or float Conv/Linear then becomes its QAT
 module (`torchquant.nn.qat`, `torchquant.nn.qat_bn`) with an input quantizer and a
 per-channel weight quantizer: TensorRT explicit quantization quantizes the inputs and the
 weights of Conv/Gemm (../shared/specs/algorithms.md section 4); a fused BN-ReLU gets an
 input quantizer only in the "all inputs" profile (TensorRT runs BN as a float scale layer).
-Conv+BN stays a QAT Conv+BN
-module in PTQ too: in eval mode it computes exactly the BN-folded convolution (its weight
-quantizer sees the folded weight), and `convert` folds it for deployment.
+QAT Conv+BN modules fold BN into the quantized weight during training (`torchquant.nn.qat_bn`).
 """
 
 from __future__ import annotations
@@ -18,35 +17,32 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from torchquant._fuse import fuse_modules
+from torchquant._fuse import fuse_module_groups
 from torchquant._plan import Plan
 from torchquant.config import QConfig
 from torchquant.errors import UnsupportedModelError
-from torchquant.nn import qat, qat_bn
+from torchquant.nn import fused, qat, qat_bn
 
 __all__ = ["QAT_CLASSES", "swap_layers"]
 
 QAT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
-    cls._float_type: cls
-    for cls in (
-        qat.QConv1d,
-        qat.QConv2d,
-        qat.QConv3d,
-        qat.QConvTranspose2d,
-        qat.QLinear,
-        qat.QConvReLU1d,
-        qat.QConvReLU2d,
-        qat.QConvReLU3d,
-        qat.QLinearReLU,
-        qat_bn.QConvBn1d,
-        qat_bn.QConvBn2d,
-        qat_bn.QConvBn3d,
-        qat_bn.QConvBnReLU1d,
-        qat_bn.QConvBnReLU2d,
-        qat_bn.QConvBnReLU3d,
-        qat_bn.QConvTransposeBn2d,
-        qat_bn.QBnReLU2d,
-    )
+    nn.Conv1d: qat.QConv1d,
+    nn.Conv2d: qat.QConv2d,
+    nn.Conv3d: qat.QConv3d,
+    nn.ConvTranspose2d: qat.QConvTranspose2d,
+    nn.Linear: qat.QLinear,
+    fused.ConvReLU1d: qat.QConvReLU1d,
+    fused.ConvReLU2d: qat.QConvReLU2d,
+    fused.ConvReLU3d: qat.QConvReLU3d,
+    fused.LinearReLU: qat.QLinearReLU,
+    fused.ConvBn1d: qat_bn.QConvBn1d,
+    fused.ConvBn2d: qat_bn.QConvBn2d,
+    fused.ConvBn3d: qat_bn.QConvBn3d,
+    fused.ConvBnReLU1d: qat_bn.QConvBnReLU1d,
+    fused.ConvBnReLU2d: qat_bn.QConvBnReLU2d,
+    fused.ConvBnReLU3d: qat_bn.QConvBnReLU3d,
+    fused.ConvTransposeBn2d: qat_bn.QConvTransposeBn2d,
+    fused.BnReLU2d: qat_bn.QBnReLU2d,
 }
 
 
@@ -56,15 +52,23 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def swap_layers(
-    model: nn.Module, chosen: Mapping[str, QConfig], groups: list[list[str]], plan: Plan
+    model: nn.Module,
+    chosen: Mapping[str, QConfig],
+    groups: list[list[str]],
+    *,
+    qat: bool,
+    plan: Plan,
 ) -> None:
-    """Fuse ``groups`` (module qualnames, head first), then swap every layer of ``chosen``
-    (name -> QConfig; a fused group under its head's name) for its QAT module, in place."""
+    """Fuse ``groups`` (module qualnames, head first; BN folded now unless ``qat``), then
+    swap every layer of ``chosen`` (name -> QConfig; a fused group under its head's name)
+    for its QAT module, in place."""
     kinds = {n: type(model.get_submodule(n)).__name__ for group in groups for n in group}
     if groups:
-        fuse_modules(model, groups, inplace=True)
+        fuse_module_groups(model, groups, qat=qat)
     for group in groups:
         container = type(model.get_submodule(group[0])).__name__
+        if not qat and kinds[group[1]].startswith("BatchNorm") and kinds[group[0]] != "BatchNorm2d":
+            container = f"{container}, BN folded"
         for member in group[1:]:
             plan.add(member, kinds[member], "fused", f"into {group[0]} ({container})")
         head = plan.entries.get(group[0])

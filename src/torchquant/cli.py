@@ -168,6 +168,13 @@ def main() -> None:
     help="ONNX Runtime intra-op threads (0: ONNX Runtime's default).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML report: each calibrated tensor's histogram with every calibrator's "
+    "range, and their SQNR (two more passes over --data).",
+)
 @_bad_input_exits
 def calibrate(
     model: Path,
@@ -188,10 +195,12 @@ def calibrate(
     layout: str,
     threads: int,
     progress: bool,
+    report_path: Path | None,
 ) -> None:
-    """Calibrate the FP32 ONNX MODEL on --data; write --cache, --qdq and/or --record."""
-    if cache is None and qdq is None and record is None:
-        raise click.UsageError("give at least one output: --cache, --qdq or --record")
+    """Calibrate the FP32 ONNX MODEL on --data; write --cache, --qdq, --record and/or
+    --report."""
+    if cache is None and qdq is None and record is None and report_path is None:
+        raise click.UsageError("give at least one output: --cache, --qdq, --record or --report")
     prof = cast(Any, profile)
     onnx_model = load_onnx_model(model)
     inputs = model_inputs(onnx_model)
@@ -238,10 +247,61 @@ def calibrate(
     if record is not None:
         write_amct_record(record, records_from_calibration(result))
         written.append(str(record))
+    if report_path is not None:
+        _write_calibration_report(report_path, onnx_model, data, result, method, options, threads)
+        written.append(str(report_path))
     click.echo(
         f"calibrated {len(result.activations)} activations and {len(result.weights)} weights "
         f"on {result.num_samples} samples in {seconds:.2f} s; wrote {', '.join(written)}"
     )
+
+
+def _write_calibration_report(
+    path: Path,
+    onnx_model: onnx.ModelProto,
+    data: Any,
+    result: Any,
+    method: str,
+    options: tuple[str, ...],
+    threads: int,
+) -> None:
+    """``calibrate --report``: profile the calibrated tensors with every calibrator."""
+    # Imported here: matplotlib is needed only when a report is asked for.
+    from torchquant.analysis.onnx_profile import profile_onnx
+    from torchquant.analysis.report import write_report
+
+    analysis = profile_onnx(
+        onnx_model, data, result, options={method: _options(options)}, num_threads=threads
+    )
+    write_report(path, analysis, title=f"Calibration of {onnx_model.graph.name or 'model'}")
+
+
+@main.command()
+@click.argument("analysis", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A plan JSON (QuantPlan.save) to show with the analysis.",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file to write.",
+)
+@click.option("--title", default="torchquant quantization report", show_default=True)
+@_bad_input_exits
+def report(analysis: Path, plan_path: Path | None, output: Path, title: str) -> None:
+    """Render an ANALYSIS JSON (torchquant.analysis.Analysis.save) as a self-contained HTML
+    report: histograms with every calibrator's range, per-tensor SQNR, per-layer
+    sensitivity and, with --plan, the fixes chosen."""
+    from torchquant.analysis import Analysis, QuantPlan, write_report
+
+    plan = None if plan_path is None else QuantPlan.load(plan_path)
+    write_report(output, Analysis.load(analysis), plan, title=title)
+    click.echo(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -178,15 +178,9 @@ def test_lsq_scale_gradient_per_channel_and_zero_point() -> None:
     assert lsq_grad_factor(x, spec) == pytest.approx(1.0 / math.sqrt(3 * 7))
 
 
-_NEGATIVE_ZP_BUG = (
-    "torch._fake_quantize_learnable_per_tensor_affine's backward reads the zero point as "
-    "int64(z + 0.5), which truncates toward 0: z = -64 becomes -63, so the clip mask and "
-    "the scale gradient are off by one level for negative zero points (signed affine grids)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_NEGATIVE_ZP_BUG)
 def test_lsq_per_tensor_negative_zero_point() -> None:
+    # torch._fake_quantize_learnable_per_tensor_affine's backward reads z = -64 as -63;
+    # fake_quantize_lsq must not inherit that.
     spec = QuantSpec(symmetric=False)
     # With s = 1, z = -64: x = 191 sits exactly on level 127 (inside, d/ds = 0), x = -64 on
     # level -128 (inside, d/ds = 0).
@@ -205,10 +199,7 @@ def test_lsq_per_tensor_negative_zero_point() -> None:
     "spec",
     [
         QuantSpec(signed=False, symmetric=False),
-        pytest.param(
-            QuantSpec(symmetric=False),
-            marks=pytest.mark.xfail(strict=True, reason=_NEGATIVE_ZP_BUG),
-        ),
+        QuantSpec(symmetric=False),
     ],
 )
 def test_learnable_range_affine_gradients(spec: QuantSpec) -> None:

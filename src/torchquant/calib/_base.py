@@ -88,6 +88,9 @@ class Calibrator(abc.ABC):
             raise ConfigError(
                 f"tensor {self.tensor_name!r}: observe() takes a torch.Tensor, got {type(x).__name__}"
             )
+        if x.is_floating_point() and x.dtype != torch.float32:
+            # Validate what is observed: a float64 1e39 becomes inf in float32.
+            x = x.to(torch.float32)
         check_finite(x, self.tensor_name)
         if self.spec.per_channel:
             axis = self.spec.axis

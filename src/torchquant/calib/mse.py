@@ -114,7 +114,7 @@ class MseCalibrator(Calibrator):
             ("stride", stride, 1),
             ("grid_points", grid_points, 1),
         ):
-            if not isinstance(value, int) or value < least:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(
                     f"tensor {tensor_name!r}: {key} must be an int >= {least}, got {value!r}"
                 )

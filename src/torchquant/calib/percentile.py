@@ -12,7 +12,9 @@ reaches the target). modelopt then returns that bin's left edge
 (``interpolation="edge"``, bit-compatible choice of bin). The default
 ``interpolation="linear"`` assumes the values are spread evenly inside the bin and moves
 from the left edge by the fraction of the bin's count still needed to reach the target, so
-the result is within one bin width of the exact (sorted-data) percentile.
+the result is within one bin width of the exact (sorted-data) percentile. The lower bound
+of affine specs is the same search on the mirrored histogram (``-x``), so ``"edge"`` gives
+the right edge of its bin there: both bounds move inwards.
 Source: ../shared/specs/algorithms.md sections 1 and 2.
 """
 
@@ -101,7 +103,7 @@ class PercentileCalibrator(Calibrator):
             raise ConfigError(
                 f"tensor {tensor_name!r}: percentile must be in (0, 100], got {percentile!r}"
             )
-        if not isinstance(num_bins, int) or num_bins < 1:
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
             raise ConfigError(
                 f"tensor {tensor_name!r}: num_bins must be a positive int, got {num_bins!r}"
             )

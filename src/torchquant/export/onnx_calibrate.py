@@ -155,7 +155,7 @@ def _check_feed(
         if len(arr.shape) != len(want) or any(
             w is not None and w != s for w, s in zip(want, arr.shape, strict=False)
         ):
-            shown = tuple("?" if w is None else w for w in want)
+            shown = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
             raise ConfigError(
                 f"input {name!r}: model expects shape {shown}, data has {tuple(arr.shape)}"
             )
@@ -254,10 +254,10 @@ def calibrate_onnx(
         # run() with no names returns the graph outputs, which are not wanted here.
         outputs = session.run(fetched, dict(feed)) if fetched else []
         t1 = time.perf_counter()
+        for name in calibrators.keys() & feed.keys():  # inputs first: a bad input is the culprit
+            calibrators[name].observe(torch.from_numpy(np.require(feed[name], np.float32, ["W"])))
         for name, arr in zip(fetched, outputs, strict=True):
             calibrators[name].observe(torch.from_numpy(arr))
-        for name in calibrators.keys() & feed.keys():
-            calibrators[name].observe(torch.from_numpy(np.asarray(feed[name])))
         del outputs  # the batch's activations are released before the next one runs
         timings["inference"] += t1 - t0
         timings["statistics"] += time.perf_counter() - t1

@@ -17,6 +17,7 @@ from torchquant.nn.fused import (
     FusedModule,
     LinearReLU,
 )
+from torchquant.nn.mappings import QAT_MODULE_MAPPINGS
 from torchquant.nn.qat import (
     QConv1d,
     QConv2d,
@@ -53,6 +54,7 @@ from torchquant.nn.quantized import (
 from torchquant.nn.stubs import DeQuantStub, FloatFunctional, QFunctional, QuantStub
 
 __all__ = [
+    "QAT_MODULE_MAPPINGS",
     "BnReLU2d",
     "ConvBn1d",
     "ConvBn2d",
@@ -82,6 +84,7 @@ __all__ = [
     "QConvReLU2d",
     "QConvReLU3d",
     "QConvTranspose2d",
+    "QConvTransposeBn2d",
     "QFunctional",
     "QLinear",
     "QLinearReLU",

@@ -85,7 +85,7 @@ class QuantizedWeightModule(nn.Module):
     _weight_axis: ClassVar[int] = 0
     _relu: ClassVar[bool] = False
     weight: Tensor
-    bias: Tensor | None
+    bias: Any  # Tensor | None, typed as the float module types it
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
     output_quantizer: Quantizer | None
@@ -126,7 +126,7 @@ class QuantizedWeightModule(nn.Module):
     ) -> QuantizedWeightModule:
         """The QAT version of ``mod`` (a float layer or a fused container), sharing its
         parameters."""
-        layer = cls._float_parts(mod)
+        layer: Any = cls._float_parts(mod)
         kwargs = cls._layer_kwargs(layer)
         new = cls(**kwargs, qconfig=qconfig, input_quant=input_quant, output_quant=output_quant)
         new.weight = layer.weight
@@ -221,26 +221,13 @@ class QConvTranspose2d(_QConv, nn.ConvTranspose2d):
         self, x: Tensor, weight: Tensor, bias: Tensor | None, output_size: list[int] | None = None
     ) -> Tensor:
         # Same computation as nn.ConvTranspose2d.forward, with the given weight.
-        stride, padding, dilation = self.stride, self.padding, self.dilation
-        kernel: Any = self.kernel_size
+        padding: Any = self.padding  # a tuple: ConvTranspose takes no "same"/"valid"
+        stride, dilation = list(self.stride), list(self.dilation)
         output_padding = self._output_padding(
-            x,
-            output_size,
-            list(stride),
-            list(padding),
-            list(kernel),
-            2,
-            list(dilation),  # type: ignore[arg-type]
+            x, output_size, stride, list(padding), list(self.kernel_size), 2, dilation
         )
         return F.conv_transpose2d(
-            x,
-            weight,
-            bias,
-            stride,
-            padding,
-            output_padding,
-            self.groups,
-            dilation,  # type: ignore[arg-type]
+            x, weight, bias, stride, padding, output_padding, self.groups, dilation
         )
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:

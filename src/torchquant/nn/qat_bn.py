@@ -170,14 +170,13 @@ class _QConvBn(_BnStatsMixin, _QConv):
         beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
         return weight, (bias - bn.running_mean) * f + beta
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         f = self._bn_scale()
-        w = self._quant_weight(
-            self.weight * f.reshape(_channel_shape(self.weight.dim(), self._weight_axis))
-        )
-        y = self._op(x, w, None)  # (N, C_out, ...)
+        w_shape = _channel_shape(self.weight.dim(), self._weight_axis)
+        w = self._quant_weight(self.weight * f.reshape(w_shape))
+        y = self._op(x, w, None, output_size)  # (N, C_out, ...)
         shape = _channel_shape(y.dim(), 1)
         y = y / f.reshape(shape)
         if self.bias is not None:

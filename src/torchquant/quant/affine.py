@@ -65,6 +65,8 @@ def qparams_from_range(lo: Tensor, hi: Tensor, spec: QuantSpec) -> tuple[Tensor,
     hi = torch.as_tensor(hi).to(torch.float32)
     if lo.shape != hi.shape:
         raise ConfigError(f"range bounds differ in shape: {tuple(lo.shape)} vs {tuple(hi.shape)}")
+    if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise NonFiniteError(f"range [{lo.tolist()}, {hi.tolist()}] is not finite")
     if bool((lo > hi).any()):
         raise ConfigError("range has lo > hi")
     half_levels = 2 ** (spec.bits - 1)

@@ -95,9 +95,7 @@ def fake_quantize_lsq(
     factor = lsq_grad_factor(x, spec) if grad_factor is None else grad_factor
     zp = zero_point.detach().to(torch.float32)
     if spec.axis is None:
-        return torch._fake_quantize_learnable_per_tensor_affine(
-            x, scale.reshape(1), zp.reshape(1), spec.qmin, spec.qmax, factor
-        )
+        return _learnable_per_tensor(x, scale, zp, spec, factor)
     return torch._fake_quantize_learnable_per_channel_affine(
         x, scale, zp, spec.axis % x.dim(), spec.qmin, spec.qmax, factor
     )
@@ -124,6 +122,22 @@ def fake_quantize_learnable_range(
         zp = torch.clamp(
             spec.qmin - torch.round(lo.detach() / scale.detach()), spec.qmin, spec.qmax
         )
-    return torch._fake_quantize_learnable_per_tensor_affine(
-        x, scale.reshape(1), zp.reshape(1).to(x.device, torch.float32), spec.qmin, spec.qmax, 1.0
+    return _learnable_per_tensor(x, scale, zp.to(x.device, torch.float32), spec, 1.0)
+
+
+def _learnable_per_tensor(
+    x: Tensor, scale: Tensor, zero_point: Tensor, spec: QuantSpec, grad_factor: float
+) -> Tensor:
+    """Learnable per-tensor fake quantization through the per-channel kernel with one
+    channel: the per-tensor kernel's backward (torch 2.13) reads the zero point as
+    ``int64(z + 0.5)``, one level off for negative zero points."""
+    out = torch._fake_quantize_learnable_per_channel_affine(
+        x.reshape(1, -1),
+        scale.reshape(1),
+        zero_point.reshape(1),
+        0,
+        spec.qmin,
+        spec.qmax,
+        grad_factor,
     )
+    return out.reshape(x.shape)

@@ -43,9 +43,15 @@ class QuantSpec:
     scale_rule: ScaleRule = "amax"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
+        if (
+            not isinstance(self.bits, int)
+            or isinstance(self.bits, bool)
+            or not 2 <= self.bits <= 16
+        ):
             raise ConfigError(f"QuantSpec.bits must be an int in 2..16, got {self.bits!r}")
-        if self.axis is not None and not isinstance(self.axis, int):
+        if self.axis is not None and (
+            not isinstance(self.axis, int) or isinstance(self.axis, bool)
+        ):
             raise ConfigError(f"QuantSpec.axis must be None or an int, got {self.axis!r}")
         if self.scale_rule not in ("amax", "amct"):
             raise ConfigError(
