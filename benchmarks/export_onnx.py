@@ -7,8 +7,8 @@ by the export in eval mode; no torchvision).
     Runtime's calibrator collects by default), torchquant's streaming path (the API behind
     ``torchquant calibrate --method entropy --cache``) against ONNX Runtime's
     ``create_calibrator(calibrate_method=Entropy, extra_options={"num_bins": 2048})``: wall
-    time split into FP32 inference and statistics, and peak RSS of a subprocess per run
-    (``os.wait4``) at two data-set sizes.
+    time split into FP32 inference and statistics (of which the range search), and the peak
+    RSS of a fresh subprocess per run, at two data-set sizes.
 
     python benchmarks/export_onnx.py            # 224x224, 16 and 64 samples
     python benchmarks/export_onnx.py --quick    # 112x112, 8 and 32 samples
@@ -54,7 +54,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.down: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -67,7 +69,10 @@ class ResNet18(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1),
         )
         blocks, cin = [], 64
         for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
@@ -130,7 +135,9 @@ def child_torchquant(model: str, data: str, out: str) -> dict[str, float]:
     start = time.perf_counter()
     onnx_model = onnx.load(model)
     batches = load_calibration_data(data, model_inputs(onnx_model), BATCH)
-    result = calibrate_onnx(onnx_model, batches, method="entropy", all_activations=True, progress=False)
+    result = calibrate_onnx(
+        onnx_model, batches, method="entropy", all_activations=True, progress=False
+    )
     write_calibration_cache(out, result.tensorrt_scales())
     wall = time.perf_counter() - start
     t = result.timings
@@ -138,6 +145,7 @@ def child_torchquant(model: str, data: str, out: str) -> dict[str, float]:
         "wall": wall,
         "inference": t["inference"],
         "statistics": t["statistics"] + t["compute"] + t["weights"],
+        "search": t["compute"],
         "tensors": len(result.activations),
     }
 
@@ -173,41 +181,63 @@ def child_ort(model: str, data: str, out: str) -> dict[str, float]:
 
     cal.infer_session.run = timed_run
     cal.collect_data(Reader())
+    t0 = time.perf_counter()
     ranges = cal.compute_data()
     wall = time.perf_counter() - start
     return {
         "wall": wall,
         "inference": timed["inference"],
         "statistics": wall - timed["inference"],
+        "search": wall - t0,
         "tensors": len(ranges.data),
     }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux's VmHWM belongs to the address space exec created, whereas ``ru_maxrss`` (also
+    through ``wait4``/``RUSAGE_CHILDREN``) keeps the high-water mark of the parent the child
+    was forked from, which would hide the child's own growth.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_child(tool: str, model: Path, data: Path, out: Path) -> dict[str, float]:
-    """Run one calibration in a fresh interpreter; add its peak RSS (MiB) from wait4."""
+    """Run one calibration in a fresh interpreter; it reports timings and peak RSS."""
     cmd = [sys.executable, __file__, "--child", tool, str(model), str(data), str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    stdout = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{tool} calibration failed ({proc.returncode})")
-    result: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="112x112 images, 8 and 32 samples")
-    parser.add_argument("--size", type=int, default=None, help="image size (default 224, quick 112)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="image size (default 224, quick 112)"
+    )
     parser.add_argument("--samples", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"))
-    parser.add_argument("--child", nargs=4, metavar=("TOOL", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=4, metavar=("TOOL", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         tool, model, data, out = args.child
         run = child_torchquant if tool == "torchquant" else child_ort
-        print(json.dumps(run(model, data, out)))
+        print(json.dumps({**run(model, data, out), "peak_mib": peak_rss_mib()}))
         return
     size = args.size or (112 if args.quick else 224)
     small, large = args.samples or ((8, 32) if args.quick else (16, 64))
@@ -228,11 +258,15 @@ def main() -> None:
         x = np.random.default_rng(7).standard_normal((batch, 3, size, size), dtype=np.float32)
         t_fp32 = time_inference(str(fp32), x, runs)
         t_int8 = time_inference(qdq, x, runs)
-        print(f"    batch {batch:<2}                      {t_fp32 * 1e3:8.1f}  {t_int8 * 1e3:8.1f}   {t_fp32 / t_int8:5.2f}x")
+        print(
+            f"    batch {batch:<2}                      {t_fp32 * 1e3:8.1f}  {t_int8 * 1e3:8.1f}   {t_fp32 / t_int8:5.2f}x"
+        )
 
     # (b) entropy calibration of every float tensor, one subprocess per run.
     print("\n(b) entropy calibration, all float tensors, batch 8")
-    print("    tool        samples tensors  wall s  inference s  statistics s  peak RSS MiB")
+    print(
+        "    tool        samples tensors  wall s  inference s  statistics s (search)  peak RSS MiB"
+    )
     rows = {}
     for n in (small, large):
         data = tmp / f"data_{n}.npy"
@@ -242,7 +276,7 @@ def main() -> None:
             rows[tool, n] = r
             print(
                 f"    {tool:<11} {n:7d} {int(r['tensors']):7d} {r['wall']:7.2f} {r['inference']:12.2f}"
-                f" {r['statistics']:13.2f} {r['peak_mib']:13.0f}"
+                f" {r['statistics']:13.2f} ({r['search']:6.2f}) {r['peak_mib']:13.0f}"
             )
     for n in (small, large):
         tq, ox = rows["torchquant", n], rows["onnxruntime", n]

@@ -25,8 +25,8 @@ from torchquant.errors import ConfigError
 from torchquant.quant.spec import QuantSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-import ddp_qat  # noqa: E402  (examples/ is not a package)
-from digits_cnn import evaluate, load_data  # noqa: E402
+import ddp_qat
+from digits_cnn import evaluate, load_data
 
 WORLD = 2
 QAT_EPOCHS = 4

@@ -27,6 +27,7 @@ from torch import Tensor
 from torchquant.calib import Calibrator, create_calibrator, list_calibrators
 from torchquant.calib._range_histogram import RangeHistogram
 from torchquant.errors import ConfigError, EmptyCalibrationError
+from torchquant.quant.affine import qparams_from_range
 from torchquant.quant.fake import fake_quantize
 from torchquant.quant.spec import QuantSpec
 
@@ -172,6 +173,7 @@ class TensorProfiler:
         if not self.calibrators:
             raise ConfigError(f"tensor {name!r}: no candidate calibrator supports {spec}")
         self.histogram = RangeHistogram(bins)
+        self._ranges: dict[str, tuple[Tensor, Tensor]] = {}
         self._qparams: dict[str, tuple[Tensor, Tensor]] | None = None
         self._signal = 0.0
         self._noise: dict[str, float] = dict.fromkeys(self.calibrators, 0.0)
@@ -211,10 +213,7 @@ class TensorProfiler:
         if h.counts is None or h.lo is None or h.hi is None:
             raise EmptyCalibrationError(f"tensor {self.name!r}: result() before any observe()")
         qparams = self._frozen_qparams()
-        ranges = {}
-        for cal, calibrator in self.calibrators.items():
-            lo, hi = calibrator.range()
-            ranges[cal] = (float(lo.min()), float(hi.max()))
+        ranges = {c: (float(lo.min()), float(hi.max())) for c, (lo, hi) in self._ranges.items()}
         evaluated = self._evaluated > 0
         return TensorProfile(
             name=self.name,
@@ -235,7 +234,11 @@ class TensorProfiler:
         )
 
     def _frozen_qparams(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """Each candidate's ``(scale, zero_point)``, computed once after stage 1."""
+        """Each candidate's ``(scale, zero_point)``, computed once after stage 1 (range
+        searches are the expensive part of calibration: each runs once)."""
         if self._qparams is None:
-            self._qparams = {c: cal.compute() for c, cal in self.calibrators.items()}
+            self._ranges = {c: cal.range() for c, cal in self.calibrators.items()}
+            self._qparams = {
+                c: qparams_from_range(lo, hi, self.spec) for c, (lo, hi) in self._ranges.items()
+            }
         return self._qparams

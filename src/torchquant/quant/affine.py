@@ -33,7 +33,11 @@ def check_finite(x: Tensor, name: str) -> None:
     `EmptyCalibrationError` if it has no elements."""
     if x.numel() == 0:
         raise EmptyCalibrationError(f"tensor {name!r} is empty (shape {tuple(x.shape)})")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if not x.is_floating_point():
+        return
+    # One reduction pass: NaN propagates into aminmax and Inf shows as a bound.
+    lo, hi = torch.aminmax(x)
+    if not bool(torch.isfinite(torch.stack([lo, hi])).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise NonFiniteError(
