@@ -62,7 +62,9 @@ def _check_outputs(tmp_path: Path) -> None:
     qdq = onnx.load(f"{out}.onnx")
     onnx.checker.check_model(qdq, full_check=True)
     x = np.random.default_rng(1).random((2, 3, 8, 8), dtype=np.float32)
-    ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
 
 
 @pytest.mark.parametrize("profile", ["tensorrt", "onnxruntime"])
@@ -70,7 +72,9 @@ def test_calibrate_on_npy(tmp_path: Path, profile: str) -> None:
     model = _write_model(tmp_path / "m.onnx")
     np.save(tmp_path / "data.npy", np.random.default_rng(0).random((10, 3, 8, 8), dtype=np.float32))
     args = ["calibrate", str(model), "--data", str(tmp_path / "data.npy"), "--method", "minmax"]
-    result = CliRunner().invoke(main, [*args, "--batch-size", "4", "--profile", profile, *_outputs(tmp_path)])
+    result = CliRunner().invoke(
+        main, [*args, "--batch-size", "4", "--profile", profile, *_outputs(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "on 10 samples" in result.output
     _check_outputs(tmp_path)
@@ -88,9 +92,29 @@ def test_calibrate_on_images_with_amct_config(tmp_path: Path) -> None:
     (images / "notes.txt").write_text("ignored")
     config = tmp_path / "amct.json"
     config.write_text(json.dumps({"activation_offset": False, "skip_layers": ["fc"]}))
-    args = ["calibrate", str(model), "--data", str(images), "--method", "minmax", "--size", "8", "8"]
-    args += ["--mean", "0.5,0.5,0.5", "--std", "0.25", "--amct-config", str(config), "--no-progress"]
-    result = CliRunner().invoke(main, [*args, "--qdq", str(tmp_path / "q.onnx"), "--record", str(tmp_path / "r.record")])
+    args = [
+        "calibrate",
+        str(model),
+        "--data",
+        str(images),
+        "--method",
+        "minmax",
+        "--size",
+        "8",
+        "8",
+    ]
+    args += [
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25",
+        "--amct-config",
+        str(config),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(
+        main, [*args, "--qdq", str(tmp_path / "q.onnx"), "--record", str(tmp_path / "r.record")]
+    )
     assert result.exit_code == 0, result.output
     assert "on 4 samples" in result.output  # static batch 2: the incomplete last batch is dropped
     records = read_amct_record(tmp_path / "r.record")
@@ -134,5 +158,14 @@ def test_non_finite_activation_names_the_tensor(tmp_path: Path) -> None:
     data = np.zeros((2, 3, 8, 8), np.float32)
     data[0, 0, 0, 0] = np.inf
     np.save(tmp_path / "inf.npy", data)
-    code, text = _run(["calibrate", str(model), "--data", str(tmp_path / "inf.npy"), "--qdq", str(tmp_path / "q.onnx")])
+    code, text = _run(
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(tmp_path / "inf.npy"),
+            "--qdq",
+            str(tmp_path / "q.onnx"),
+        ]
+    )
     assert code == 2 and "'x'" in text and "Inf" in text

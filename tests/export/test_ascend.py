@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -54,7 +55,9 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
         c = int(rng.integers(1, 9))
         bits = rng.integers(0x00800000, 0x7F000000, size=c + 1, dtype=np.uint32)
         scales = bits.view(np.float32).astype(np.float64).tolist()
-        records[f'layer "{i}"\\x'] = AmctRecord(scales[0], int(rng.integers(-128, 128)), tuple(scales[1:]), (0,) * c)
+        records[f'layer "{i}"\\x'] = AmctRecord(
+            scales[0], int(rng.integers(-128, 128)), tuple(scales[1:]), (0,) * c
+        )
     path = tmp_path / "r.record"
     write_amct_record(path, records)
     back = read_amct_record(path)
@@ -67,7 +70,9 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
 
 def test_accepts_comments_and_one_line_layout(tmp_path: Path) -> None:
     path = tmp_path / "r.record"
-    path.write_text('# made by hand\nrecord { key: "a" value: { scale_d: 1e-3 offset_d: 0 scale_w: 2.5f offset_w: 0 } }\n')
+    path.write_text(
+        '# made by hand\nrecord { key: "a" value: { scale_d: 1e-3 offset_d: 0 scale_w: 2.5f offset_w: 0 } }\n'
+    )
     assert read_amct_record(path) == {"a": AmctRecord(float(np.float32(1e-3)), 0, (2.5,), (0,))}
 
 
@@ -76,7 +81,11 @@ def test_accepts_comments_and_one_line_layout(tmp_path: Path) -> None:
     [
         (RECORD.replace("scale_d: 0.0392", "scale_d: abc"), 4, "not a number"),
         (RECORD.replace("offset_d: -128", "offset_d: 1.5"), 5, "not an integer"),
-        (RECORD.replace("offset_w: 0\n    offset_w: 0", "offset_w: 0"), 9, "2 scale_w but 1 offset_w"),
+        (
+            RECORD.replace("offset_w: 0\n    offset_w: 0", "offset_w: 0"),
+            9,
+            "2 scale_w but 1 offset_w",
+        ),
         (RECORD.replace("scale_d: 0.0392\n", ""), 9, "missing scale_d"),
         (RECORD.replace("scale_d", "scale_x"), 4, "unknown field 'scale_x'"),
         (RECORD + RECORD, 12, "recorded twice"),
@@ -86,14 +95,16 @@ def test_accepts_comments_and_one_line_layout(tmp_path: Path) -> None:
         (RECORD.replace("scale_d: 0.0392", "scale_d: inf"), 4, "not finite"),
     ],
 )
-def test_corrupt_record_names_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
+def test_corrupt_record_names_file_and_line(
+    tmp_path: Path, text: str, line: int, what: str
+) -> None:
     path = tmp_path / "bad.record"
     path.write_text(text)
     with pytest.raises(FileFormatError, match=rf"bad\.record:{line}: .*{what}"):
         read_amct_record(path)
 
 
-def _model() -> object:
+def _model() -> onnx.ModelProto:
     """x -> conv1 -> Relu -> conv2 -> Gemm-free; two Conv layers with weights."""
     w1 = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w1")
     w2 = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w2")
@@ -153,7 +164,7 @@ def test_config_maps_to_calibrators(tmp_path: Path) -> None:
     assert wts is not None and wts.method == "minmax"
     assert wts.spec == QuantSpec(bits=8, axis=0, scale_rule="amct")
     assert cfg.activation_choice("conv2") is None and cfg.weight_choice("conv2", 0) is None
-    overrides = cfg.overrides(select_tensors(_model(), "onnxruntime"))  # type: ignore[arg-type]
+    overrides = cfg.overrides(select_tensors(_model(), "onnxruntime"))
     assert overrides["w2"] is None and overrides["r1"] is None
     assert overrides["x"] == act and overrides["w1"] == wts
 
@@ -180,7 +191,10 @@ def test_config_defaults_hfmg_and_symmetric() -> None:
     [
         ({"batch_nums": 2}, r"config\.batch_nums: unknown key"),
         ({"conv1": {"quant_enabled": True}}, r"config\.conv1\.quant_enabled: unknown key"),
-        ({"conv1": {"activation_quant_params": {"algo": "ifmr"}}}, r"conv1\.activation_quant_params\.algo"),
+        (
+            {"conv1": {"activation_quant_params": {"algo": "ifmr"}}},
+            r"conv1\.activation_quant_params\.algo",
+        ),
         ({"activation_quant_params": {"act_algo": "kl"}}, "act_algo"),
         ({"weight_quant_params": {"num_bits": 5}}, "num_bits"),
         ({"weight_offset": True}, "weight_offset"),
@@ -197,7 +211,7 @@ def test_config_errors_name_the_key(config: dict[str, object], culprit: str) -> 
 def test_config_unknown_layer_and_bad_json(tmp_path: Path) -> None:
     cfg = load_amct_config({"skip_layers": ["conv9"]})
     with pytest.raises(ConfigError, match="conv9"):
-        cfg.overrides(select_tensors(_model(), "tensorrt"))  # type: ignore[arg-type]
+        cfg.overrides(select_tensors(_model(), "tensorrt"))
     path = tmp_path / "bad.json"
     path.write_text('{\n  "batch_num": 1,\n  oops\n}')
     with pytest.raises(FileFormatError, match=r"bad\.json:3"):

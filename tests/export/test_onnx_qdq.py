@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch import nn
 
 from torchquant.errors import ExportError
 from torchquant.export import (
+    Profile,
     calibrate_onnx,
     default_activation_spec,
     insert_qdq,
@@ -68,7 +70,9 @@ def fp32_model() -> onnx.ModelProto:
 
 def _data(n_batches: int = 3, batch: int = 4) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    return [{"x": rng.standard_normal((batch, 3, 16, 16), dtype=np.float32)} for _ in range(n_batches)]
+    return [
+        {"x": rng.standard_normal((batch, 3, 16, 16), dtype=np.float32)} for _ in range(n_batches)
+    ]
 
 
 def _producer_ops(model: onnx.ModelProto) -> dict[str, str]:
@@ -83,7 +87,9 @@ def test_tensorrt_placement(fp32_model: onnx.ModelProto) -> None:
             assert node.input[0] in sel.activations
             assert node.input[1] in sel.weights
     add = next(n for n in fp32_model.graph.node if n.op_type == "Add")
-    conv_in, shortcut = (add.input[0], add.input[1]) if producer[add.input[0]] == "Conv" else add.input[::-1]
+    conv_in, shortcut = (
+        (add.input[0], add.input[1]) if producer[add.input[0]] == "Conv" else add.input[::-1]
+    )
     assert shortcut in sel.activations
     assert conv_in not in sel.activations  # lets TensorRT fuse the Add into the Conv
     assert sel.shared == {}
@@ -91,7 +97,9 @@ def test_tensorrt_placement(fp32_model: onnx.ModelProto) -> None:
     assert sel.weights == axes  # Gemm exported with transB=1: axis 0
 
 
-def test_onnxruntime_placement_matches_quantize_static(fp32_model: onnx.ModelProto, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_onnxruntime_placement_matches_quantize_static(
+    fp32_model: onnx.ModelProto, tmp_path: Path
+) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -116,9 +124,11 @@ def test_onnxruntime_placement_matches_quantize_static(fp32_model: onnx.ModelPro
 
 
 @pytest.mark.parametrize("profile", ["tensorrt", "onnxruntime"])
-def test_qdq_model_runs_and_matches_simulation(fp32_model: onnx.ModelProto, profile: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = calibrate_onnx(fp32_model, _data(), method="minmax", profile=profile, progress=False)  # type: ignore[arg-type]
-    qdq = insert_qdq(fp32_model, result.qdq_activations(), result.qdq_weights(), profile)  # type: ignore[arg-type]
+def test_qdq_model_runs_and_matches_simulation(
+    fp32_model: onnx.ModelProto, profile: Profile, tmp_path: Path
+) -> None:
+    result = calibrate_onnx(fp32_model, _data(), method="minmax", profile=profile, progress=False)
+    qdq = insert_qdq(fp32_model, result.qdq_activations(), result.qdq_weights(), profile)
     onnx.checker.check_model(qdq, full_check=True)
     ops = [n.op_type for n in qdq.graph.node]
     n_act = len(result.qdq_activations())
@@ -129,18 +139,27 @@ def test_qdq_model_runs_and_matches_simulation(fp32_model: onnx.ModelProto, prof
     for name, (scale, zp, spec) in result.qdq_weights().items():
         q = inits[f"{name}_quantized"]
         assert q.dtype == np.int8 and q.min() >= -127
-        expected = quantize(torch.from_numpy(fp_inits[name].copy()), torch.as_tensor(scale), torch.as_tensor(zp), spec)
+        expected = quantize(
+            torch.from_numpy(fp_inits[name].copy()),
+            torch.as_tensor(scale),
+            torch.as_tensor(zp),
+            spec,
+        )
         np.testing.assert_array_equal(q, expected.numpy())
     x = _data(1, 8)[0]
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    got = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, x)[0]
+    got = ort.InferenceSession(
+        qdq.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    ).run(None, x)[0]
     # numpy simulation: float math on dequantized values (onnx.reference has Q/DQ from opset 19).
     want = ReferenceEvaluator(version_converter.convert_version(qdq, 19)).run(None, x)[0]
     step = (want.max() - want.min()) / 255.0
     assert np.abs(got - want).max() <= step
-    fp32 = ort.InferenceSession(fp32_model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    fp32 = ort.InferenceSession(
+        fp32_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, x)[0]
     assert np.abs(fp32 - want).max() < 0.25 * np.abs(fp32).max()
     if profile == "onnxruntime":  # the placement lets ONNX Runtime run int8 kernels
         fused = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
@@ -174,15 +193,18 @@ def test_single_layer_matches_torch_simulation(op: str) -> None:
     onnx.checker.check_model(qdq, full_check=True)
     dq_w = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "w")
     assert helper.get_attribute_value(dq_w.attribute[0]) == axis
-    got = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     # Simulation in torch: fake-quantize x and w with the calibrated qparams, then the layer.
     sx, zx, spec_x = result.qdq_activations()["x"]
     sw, zw, spec_w = result.qdq_weights()["w"]
     w = torch.from_numpy(numpy_helper.to_array(model.graph.initializer[0]).copy())
     b = torch.from_numpy(numpy_helper.to_array(model.graph.initializer[1]).copy())
     xt = torch.from_numpy(x)
-    xq = dequantize(quantize(xt, sx, zx, spec_x), sx, zx, spec_x)  # type: ignore[arg-type]
-    wq = dequantize(quantize(w, sw, zw, spec_w), sw, zw, spec_w)  # type: ignore[arg-type]
+    sx, zx, sw, zw = (torch.as_tensor(v) for v in (sx, zx, sw, zw))
+    xq = dequantize(quantize(xt, sx, zx, spec_x), sx, zx, spec_x)
+    wq = dequantize(quantize(w, sw, zw, spec_w), sw, zw, spec_w)
     layer = F.conv2d if op == "Conv" else F.conv_transpose2d
     want = layer(xq, wq, b, padding=1).numpy()
     step = float(np.abs(want).max()) / 127.0
@@ -210,19 +232,27 @@ def test_gemm_weight_axis_follows_trans_b(trans_b: int) -> None:
     assert result.weights["w"].scale.shape == (3,)  # one scale per output feature
     qdq = insert_qdq(model, result.qdq_activations(), result.qdq_weights(), "tensorrt")
     onnx.checker.check_model(qdq, full_check=True)
-    got = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     want = x @ (w.T if trans_b else w)
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
 def test_tensorrt_profile_rejects_zero_points_and_asymmetric_specs() -> None:
     model = _single_conv()
-    w_qp = (torch.full((6,), 0.01), torch.zeros(6, dtype=torch.int32), QuantSpec(narrow_range=True, axis=0))
+    w_qp = (
+        torch.full((6,), 0.01),
+        torch.zeros(6, dtype=torch.int32),
+        QuantSpec(narrow_range=True, axis=0),
+    )
     with pytest.raises(ExportError, match=r"'x'.*zero points 0"):
         insert_qdq(model, {"x": (0.1, 3, QuantSpec())}, {"w": w_qp}, "tensorrt")
     with pytest.raises(ExportError, match=r"'x'.*signed symmetric"):
         insert_qdq(model, {"x": (0.1, 128, default_activation_spec("onnxruntime"))}, {}, "tensorrt")
-    qdq = insert_qdq(model, {"x": (0.1, 128, default_activation_spec("onnxruntime"))}, {"w": w_qp}, "onnxruntime")
+    qdq = insert_qdq(
+        model, {"x": (0.1, 128, default_activation_spec("onnxruntime"))}, {"w": w_qp}, "onnxruntime"
+    )
     onnx.checker.check_model(qdq, full_check=True)
 
 
