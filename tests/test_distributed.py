@@ -16,12 +16,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from torchquant.calib import Calibrator, create_calibrator, list_calibrators
 from torchquant.calib._histogram import AbsHistogram
 from torchquant.calib._range_histogram import RangeHistogram
-from torchquant.distributed import is_distributed, sync_calibrators
+from torchquant.config import QuantizerConfig
+from torchquant.distributed import is_distributed, sync_calibrators, sync_quantizer_buffers
 from torchquant.errors import ConfigError
+from torchquant.quant.quantizer import Quantizer
 from torchquant.quant.spec import QuantSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -115,6 +118,25 @@ def _summary(cal: Calibrator) -> dict[str, Any]:
     return {"scale": scale, "zero_point": zero_point, "lo": lo, "hi": hi, "hists": hists}
 
 
+def _qat_quantizers() -> nn.ModuleDict:
+    """One quantizer per path of `sync_quantizer_buffers`, in QAT training mode."""
+    configs = {
+        "ema": QuantizerConfig(calibrator="ema_minmax"),  # all-reduced mean
+        "minmax": QuantizerConfig(calibrator="minmax"),  # all-reduced min / max
+        "hist": QuantizerConfig(calibrator="percentile", refresh_every=1),  # rank 0's state
+        "lsq": QuantizerConfig(learning="lsq"),  # rank 0's state
+    }
+    return nn.ModuleDict({k: Quantizer(c, name=k) for k, c in configs.items()}).train()
+
+
+def _observed_quantizers(rank: int) -> nn.ModuleDict:
+    quantizers = _qat_quantizers()
+    for x in _batches("growth", rank):
+        for q in quantizers.values():
+            q(x)
+    return quantizers
+
+
 def _calibration_worker(rank: int, port: int, out_dir: str) -> None:
     _init(rank, port)
     try:
@@ -125,7 +147,17 @@ def _calibration_worker(rank: int, port: int, out_dir: str) -> None:
                     cal.observe(x)
                 cals[key] = cal
         sync_calibrators(list(cals.values()))  # one collective for all of them
-        torch.save({k: _summary(c) for k, c in cals.items()}, f"{out_dir}/rank{rank}.pt")
+        out: dict[str, Any] = {k: _summary(c) for k, c in cals.items()}
+        quantizers = _observed_quantizers(rank)
+        sync_quantizer_buffers(quantizers)
+        out["quantizers"] = quantizers.state_dict()
+        mismatched = create_calibrator("minmax", QuantSpec(bits=8 - rank), tensor_name="odd")
+        mismatched.observe(torch.ones(3))
+        try:
+            sync_calibrators([mismatched])
+        except ConfigError as exc:
+            out["mismatch_error"] = str(exc)
+        torch.save(out, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -181,13 +213,19 @@ def test_fixed_range_equals_single_process(calibrated: Any, spec_name: str, name
     key = f"fixed-{spec_name}-{name}"
     dist_, one = _get(r0, key), _get(single, key)
     if name == "ema_minmax":
-        # Documented: the merge is a batch-weighted mean of the ranks' averages, which lies
-        # in the hull of the per-batch statistics, not the sequential EMA.
-        mins = [float(x.min()) for r in range(WORLD) for x in _batches("fixed", r)]
-        assert min(mins) <= float(dist_["lo"]) <= max(mins)
+        _assert_in_batch_hull(dist_, "fixed")
         return
     assert torch.equal(dist_["scale"], one["scale"])
     assert torch.equal(dist_["zero_point"], one["zero_point"])
+
+
+def _assert_in_batch_hull(result: dict[str, Any], scenario: str) -> None:
+    """Documented for ema_minmax: the merge is a batch-weighted mean of the ranks' moving
+    averages, which lies in the hull of the per-batch statistics (not the sequential EMA)."""
+    batches = [x for r in range(WORLD) for x in _batches(scenario, r)]
+    for field, stat in (("lo", torch.min), ("hi", torch.max)):
+        values = [float(stat(x)) for x in batches]
+        assert min(values) <= float(result[field]) <= max(values), field
 
 
 def _all_values(scenario: str, absolute: bool) -> torch.Tensor:
@@ -227,9 +265,11 @@ def test_range_growth_within_documented_bound(calibrated: Any, spec_name: str, n
     (r0, _), single = calibrated
     key = f"growth-{spec_name}-{name}"
     dist_, one = _get(r0, key), _get(single, key)
-    if not dist_["hists"]:
-        if name != "ema_minmax":  # min/max and raw-value calibrators stay exact
-            assert torch.equal(dist_["scale"], one["scale"])
+    if name == "ema_minmax":
+        _assert_in_batch_hull(dist_, "growth")
+        return
+    if not dist_["hists"]:  # min/max and raw-value calibrators stay exact
+        assert torch.equal(dist_["scale"], one["scale"])
         return
     bound = 0.0
     for (kind, merged_state), (_, single_state) in zip(dist_["hists"], one["hists"], strict=True):
@@ -256,6 +296,32 @@ def test_range_growth_within_documented_bound(calibrated: Any, spec_name: str, n
         assert float(rel.max()) <= SEARCH_TOLERANCE, f"{key}: relative scale difference {rel}"
 
 
+def test_mismatched_calibrators_raise_on_every_rank(calibrated: Any) -> None:
+    (r0, r1), _ = calibrated
+    for result in (r0, r1):
+        assert "'odd' differs between ranks" in result["mismatch_error"]
+
+
+def test_sync_quantizer_buffers(calibrated: Any) -> None:
+    (r0, r1), _ = calibrated
+    assert _same(r0["quantizers"], r1["quantizers"])
+    local = [_observed_quantizers(r) for r in range(WORLD)]
+    ema = [q["ema"].calibrator for q in local]
+    expected_min = (ema[0].min_val + ema[1].min_val) / WORLD  # mean of the moving averages
+    assert torch.equal(r0["quantizers"]["ema._extra_state"]["calibrator"]["min_val"], expected_min)
+    last_min = min(float(_batches("growth", r)[-1].min()) for r in range(WORLD))
+    assert float(r0["quantizers"]["minmax._extra_state"]["calibrator"]["min_val"]) == last_min
+    for key in ("ema", "minmax"):  # qparams recomputed from the common range
+        state = r0["quantizers"][f"{key}._extra_state"]["calibrator"]
+        q = _qat_quantizers()[key]
+        q.calibrator.load_state_dict(state)
+        q.compute_qparams()
+        assert torch.equal(q.scale, r0["quantizers"][f"{key}.scale"])
+    for key, value in local[0].state_dict().items():  # the others: rank 0's state
+        if key.startswith(("hist", "lsq")):
+            assert _same(r0["quantizers"][key], value), key
+
+
 # -- DDP QAT of the digits CNN ---------------------------------------------------------------
 def _qat_worker(rank: int, port: int, out_dir: str) -> None:
     _init(rank, port)
@@ -271,7 +337,12 @@ def _qat_worker(rank: int, port: int, out_dir: str) -> None:
 def qat(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], float, Path]:
     out_dir = tmp_path_factory.mktemp("qat")
     ranks = _spawn(_qat_worker, out_dir)
-    _, single = ddp_qat.run(epochs=QAT_EPOCHS)  # same recipe, one process, all the data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: the same kernels, and no idle threads spinning
+    try:
+        _, single = ddp_qat.run(epochs=QAT_EPOCHS)  # same recipe, one process, all the data
+    finally:
+        torch.set_num_threads(threads)
     return ranks, single["accuracy"], out_dir / "qat.pt"
 
 

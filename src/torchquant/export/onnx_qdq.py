@@ -396,27 +396,13 @@ def insert_qdq(
     head: list[onnx.NodeProto] = []  # DQ of constants and Q/DQ of graph inputs
     after: dict[str, list[onnx.NodeProto]] = {}  # tensor -> Q/DQ placed after its producer
     rewire: dict[str, str] = {}
+    graph_inputs = {i.name for i in out.graph.input}
     for name, qp in activations.items():
-        if name not in g.producer and name not in {i.name for i in out.graph.input}:
+        if name not in g.producer and name not in graph_inputs:
             raise ExportError(f"activation {name!r} is not a tensor computed by the graph")
-        scale, zp, spec = _qparams_arrays(name, qp, profile, weight=False)
-        s_name = b.constant(f"{name}_scale", scale.numpy())
-        z_name = b.constant(f"{name}_zero_point", zp.numpy().astype(_zp_dtype(spec)))
-        q_out, dq_out = (
-            b.name(f"{name}_QuantizeLinear_Output"),
-            b.name(f"{name}_DequantizeLinear_Output"),
-        )
-        kwargs: dict[str, Any] = {} if spec.axis is None else {"axis": spec.axis}
-        q = helper.make_node(
-            "QuantizeLinear",
-            [name, s_name, z_name],
-            [q_out],
-            name=b.name(f"{name}_QuantizeLinear"),
-            **kwargs,
-        )
-        pair = [q, b.dq(q_out, s_name, z_name, dq_out, spec.axis)]
+        pair = _activation_qdq(b, name, _qparams_arrays(name, qp, profile, weight=False))
         (after.setdefault(name, []) if name in g.producer else head).extend(pair)
-        rewire[name] = dq_out
+        rewire[name] = pair[1].output[0]
     replaced: dict[str, tuple[Tensor, QuantSpec]] = {}
     for name, qp in weights.items():
         if name not in g.initializers:
@@ -457,6 +443,26 @@ def insert_qdq(
             del out.graph.initializer[i]
     out.graph.initializer.extend(b.initializers)
     return out
+
+
+def _activation_qdq(
+    b: _Builder, name: str, qparams: tuple[Tensor, Tensor, QuantSpec]
+) -> list[onnx.NodeProto]:
+    """QuantizeLinear and DequantizeLinear of tensor ``name`` (readers take the DQ output)."""
+    scale, zp, spec = qparams
+    s_name = b.constant(f"{name}_scale", scale.numpy())
+    z_name = b.constant(f"{name}_zero_point", zp.numpy().astype(_zp_dtype(spec)))
+    q_out = b.name(f"{name}_QuantizeLinear_Output")
+    kwargs: dict[str, Any] = {} if spec.axis is None else {"axis": spec.axis}
+    q = helper.make_node(
+        "QuantizeLinear",
+        [name, s_name, z_name],
+        [q_out],
+        name=b.name(f"{name}_QuantizeLinear"),
+        **kwargs,
+    )
+    dq_out = b.name(f"{name}_DequantizeLinear_Output")
+    return [q, b.dq(q_out, s_name, z_name, dq_out, spec.axis)]
 
 
 def _replace_initializer(
