@@ -83,9 +83,9 @@ def tq_qat(fp32: nn.Module, data: Data, qconfig: QConfig | None, epochs: int, lr
 
 def lsq_4bit() -> QConfig:
     """4-bit symmetric activations and per-channel weights with LSQ scales (Esser et al. 2020),
-    initialised by MSE-optimal calibration."""
+    initialised by calibration: MSE-optimal for activations, min/max for weights."""
     act = QuantizerConfig(QuantSpec(bits=4), calibrator="mse", learning="lsq")
-    wt = QuantizerConfig(QuantSpec(bits=4, narrow_range=True, axis=0), calibrator="mse", learning="lsq")
+    wt = QuantizerConfig(QuantSpec(bits=4, narrow_range=True, axis=0), calibrator="minmax", learning="lsq")
     return QConfig(activation=act, weight=wt)
 
 

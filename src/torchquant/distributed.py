@@ -17,21 +17,27 @@ then rank 1's, ...):
   ``[lo, hi]``; ``AbsHistogram``: the bin width, set by the first non-zero batch's ``amax``)
   is the same on every rank, e.g. when each rank's first batch spans the full range: the
   bins line up and counts are integer float64 sums, exact below 2^53; ``ifmr`` in its exact
-  mode (the raw values are concatenated in rank order).
-- not exactly: when the ranks' first batches fix different ranges, merging re-bins
-  histograms by proportional splitting (uniform density inside a bin). Bound: a value's mass
-  sits within its own bin, ``D = W``, and each re-binning onto width ``W'`` widens that by less
-  than ``W'`` on each side; after ``k`` re-binnings with final width ``W``, ``D <= (k + 1) W``.
-  So the CDFs satisfy ``F(t - D) <= F_hist(t) <= F(t + D)`` and any quantile-type threshold
-  (``percentile``, the histogram's range) of the merged and of the single-process histogram
-  differ by at most ``D_merged + D_single``. For two ranks with ``AbsHistogram`` (no re-binning
-  within a rank, one at the merge): ``|T_dist - T_single| <= 3 W``, ``W`` the coarser width;
-  with ``RangeHistogram`` each range growth within a rank is one more re-binning. Search
-  calibrators (``entropy``, ``mse``, ``hfmg``, ``ifmr`` histogram mode) take an argmin over
-  the histogram, which is not Lipschitz in it: no worst-case bound, the tests measure it.
+  mode (raw values concatenated in rank order) while the total stays under ``max_samples``.
+- within a bound: when the ranks' first batches fix different ranges, merging re-bins
+  histograms by proportional splitting (uniform density inside a bin). A value's mass sits
+  within its own bin (distance ``D = W``), and each re-binning onto width ``W'`` widens that
+  by less than ``W'`` on each side, so after ``k`` re-binnings with final width ``W``,
+  ``D <= (k + 1) W`` and the histogram's CDF satisfies ``F(t - D) <= F_hist(t) <= F(t + D)``
+  (``F``: the exact CDF of the data). A quantile-type threshold (``percentile``; the range)
+  of the merged and of the single-process histogram then differ by at most
+  ``D_merged + D_single``. ``AbsHistogram`` never re-bins within a rank (it appends bins of
+  the same width), and merging W ranks in order re-bins at most W - 1 times: for 2 ranks
+  ``|T_dist - T_single| <= 2 W + W = 3 W``, ``W`` the coarsest first-batch width.
+  ``RangeHistogram`` re-bins at every range growth: ``k`` = growths within a rank + 1.
+  Search calibrators (``entropy``, ``mse``, ``hfmg``, ``ifmr`` histogram mode) take an argmin
+  of a loss over the histogram, which is not Lipschitz in it: no worst-case bound holds.
+  Measured on tests/test_distributed.py's growth data (2 ranks, rank 1 twice the spread,
+  the spread growing 2x over 3 batches), relative scale difference: percentile 4.6e-4 (0.4
+  bins), entropy 6.5e-4 (0.6 bins), mse 2.6e-2 (27 bins: its loss is flat near the
+  optimum), hfmg 0; the test asserts the CDF bound, the quantile bound and <= 5% for search.
 - ``ema_minmax``: the merge is the batch-weighted mean of the ranks' moving averages, not the
   sequential EMA of all batches (which depends on the order); it lies in the hull of the
-  per-batch statistics.
+  per-batch statistics (tested; on the growth data it differs from the sequential EMA by 50%).
 - ``ifmr`` with ``batch_num``: each rank uses its own first ``batch_num`` batches.
 
 Source: PyTorch ``torch.distributed`` documentation (https://pytorch.org/docs/stable/
@@ -84,7 +90,8 @@ def sync_calibrators(
     initialised or the group has one rank. State tensors travel as pickled CPU tensors
     (``all_gather_object`` pickles, so use it only within a trusted group; with NCCL, call
     ``torch.cuda.set_device(local_rank)`` first, as its documentation requires) and come back
-    on the device each calibrator's state was on.
+    on the device each calibrator's state was on. Memory, transiently: every rank's state
+    of every calibrator (``ifmr``'s exact mode holds raw values) and one copy of each.
     """
     if isinstance(calibrators, nn.Module):
         named = collect_calibrators(calibrators)

@@ -140,6 +140,8 @@ class _ExportingQuantizer(Quantizer):
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor
+        if not self.fake_quant_enabled:  # left float on purpose
+            return x
         if self._is_weight:
             if "qweight" not in self._buffers:  # capture pass, before the trace
                 qw = quantize(x.detach(), self.scale, self.zero_point, self.spec)
@@ -160,9 +162,14 @@ class _ExportingQuantizer(Quantizer):
 def _export_mode(model: nn.Module, example_inputs: tuple[Any, ...]) -> Iterator[list[str]]:
     """Make every active quantizer emit ONNX Q/DQ nodes while the model is traced; yields
     the names of the activation quantizers in the order they run."""
-    quantizers = [(n, q) for n, q in iter_quantizers(model) if q.fake_quant_enabled]
+    quantizers = list(iter_quantizers(model))
     for name, q in quantizers:
-        if not q.has_qparams:
+        if q.observer_enabled and not q.fake_quant_enabled:
+            raise ExportError(
+                f"quantizer {name!r} is still in calibration mode: calibrate() the model "
+                "(or call set_quantized_mode) before export"
+            )
+        if q.fake_quant_enabled and not q.has_qparams:
             raise ExportError(f"quantizer {name!r} has no scale yet: calibrate or train first")
         q.sync_qparams()
     order: list[str] = []

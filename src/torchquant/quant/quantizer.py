@@ -42,6 +42,7 @@ state_dict, ``has_qparams``, the mode flags, ``exact_rounding`` and the QAT step
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -102,11 +103,20 @@ class Quantizer(nn.Module):
         self.exact_rounding = False
         self.steps = 0  # QAT training steps observed
         spec = config.spec
+        self._qmin, self._qmax = spec.qmin, spec.qmax
+        # Symmetric zero point: the grid centre (0 signed, 2^(b-1) unsigned); affine: computed.
+        self._zp0 = 0 if spec.signed or not spec.symmetric else 2 ** (spec.bits - 1)
+        # Divisor of the scale rule (`qparams_from_range`): T / divisor or range / divisor.
+        if not spec.symmetric:
+            self._divisor = float(spec.qmax - spec.qmin)
+        else:
+            self._divisor = (
+                float(2 ** (spec.bits - 1) - 1) if spec.signed else (spec.qmax - spec.qmin) / 2
+            )
         # Per-tensor qparams are 0-dim; per-channel ones start empty and take their size
         # (C,) from the first data (or from a loaded state_dict).
         shape: tuple[int, ...] = (0,) if spec.per_channel else ()
-        zp = 0 if spec.signed or not spec.symmetric else 2 ** (spec.bits - 1)
-        self.register_buffer("zero_point", torch.full(shape, zp, dtype=torch.int32))
+        self.register_buffer("zero_point", torch.full(shape, self._zp0, dtype=torch.int32))
         ones = torch.ones(shape)
         if config.learning == "lsq":
             self.scale = nn.Parameter(ones)
@@ -221,6 +231,15 @@ class Quantizer(nn.Module):
             return dequantize(q, scale, self.zero_point, self.spec).to(x.dtype)
         learning = self.config.learning
         if learning == "none":
+            if x.dtype == torch.float32:
+                # PyTorch's kernels directly: `fake_quantize` would add reshapes and casts.
+                if self.spec.axis is None:
+                    return torch.fake_quantize_per_tensor_affine(
+                        x, self.scale, self.zero_point, self._qmin, self._qmax
+                    )
+                return torch.fake_quantize_per_channel_affine(
+                    x, self.scale, self.zero_point, self.spec.axis % x.dim(), self._qmin, self._qmax
+                )
             return fake_quantize(x, self.scale, self.zero_point, self.spec)
         if learning == "lsq":
             return fake_quantize_lsq(x, self.scale, self.zero_point, self.spec)
@@ -245,33 +264,63 @@ class Quantizer(nn.Module):
             self.freeze()
 
     def _streaming_step(self, x: Tensor) -> None:
+        # The hot path: every dispatcher call here costs microseconds per quantizer and step.
         cal = self.calibrator
         assert isinstance(cal, MinMaxCalibrator)
+        axis = self.spec.axis
         with torch.no_grad():
-            lo, hi = batch_min_max(x.detach(), self.spec.axis)
-            lo, hi = lo.float(), hi.float()
-            if cal.min_val is None or cal.max_val is None:
-                cal.min_val, cal.max_val = lo, hi
-            elif cal.min_val.shape != lo.shape:
+            if axis is None:
+                lo, hi = torch.aminmax(x)
+            elif axis == 0:
+                lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)  # (C,) each
+            else:
+                lo, hi = batch_min_max(x, axis)
+            if lo.dtype != torch.float32:
+                lo, hi = lo.float(), hi.float()
+            if cal.min_val is not None and cal.min_val.shape != lo.shape:
                 raise ConfigError(
                     f"quantizer {self.name or '<unnamed>'!r}: channel count changed from "
                     f"{tuple(cal.min_val.shape)} to {tuple(lo.shape)}"
                 )
-            elif self._momentum == 1.0:
-                cal.min_val.copy_(lo)
-                cal.max_val.copy_(hi)
+            if cal.min_val is None or cal.max_val is None or self._momentum == 1.0:
+                cal.min_val, cal.max_val = lo, hi
             else:
                 cal.min_val.lerp_(lo, self._momentum)
                 cal.max_val.lerp_(hi, self._momentum)
             cal.num_batches += 1
-            scale, zero_point = _range_qparams(cal.min_val, cal.max_val, self.spec)
+            self._write_qparams(cal.min_val, cal.max_val)
             if x.device.type == "cpu" or self.steps % self.config.check_every == 0:
-                self._check_scale(scale, cal.min_val, cal.max_val)
-            self._set_qparams(scale, zero_point)
+                self._check_scale(cal.min_val, cal.max_val)
         self.has_qparams = True
 
-    def _check_scale(self, scale: Tensor, lo: Tensor, hi: Tensor) -> None:
-        if not bool(torch.isfinite(scale).all()):
+    def _write_qparams(self, lo: Tensor, hi: Tensor) -> None:
+        """`qparams_from_range` written in place into the buffers, without its validation
+        syncs: the same float32 operations, so bit-identical results (a test checks it)."""
+        spec = self.spec
+        if self.scale.shape != lo.shape:
+            self._set_qparams(
+                torch.ones_like(lo), torch.full_like(lo, self._zp0, dtype=torch.int32)
+            )
+        scale = self.scale
+        if spec.symmetric:
+            # max(|lo|, |hi|) equals max(-lo, hi) for lo <= hi, with one kernel less.
+            threshold = torch.maximum(lo.neg(), hi)
+            if spec.scale_rule == "amct" and spec.signed:
+                torch.div(threshold, (hi.abs() < lo.abs()).float() + self._divisor, out=scale)
+            else:
+                torch.div(threshold, self._divisor, out=scale)
+            scale.masked_fill_(scale < FLT_EPSILON, 1.0)
+            return  # the zero point is the constant grid centre
+        lo = torch.clamp(lo, max=0.0)
+        torch.div(torch.clamp(hi, min=0.0) - lo, self._divisor, out=scale)
+        scale.masked_fill_(scale < FLT_EPSILON, 1.0)
+        self.zero_point.copy_(
+            torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax)
+        )
+
+    def _check_scale(self, lo: Tensor, hi: Tensor) -> None:
+        # NaN/Inf data makes the scale non-finite; the sum keeps that (one sync per check).
+        if not math.isfinite(float(self.scale.sum())):
             raise NonFiniteError(
                 f"quantizer {self.name or '<unnamed>'!r}: NaN or Inf in the observed tensor "
                 f"(QAT step {self.steps}, range min {lo.tolist()} max {hi.tolist()})"
@@ -340,34 +389,6 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(v, device) for v in obj)
     return obj
-
-
-def _range_qparams(lo: Tensor, hi: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
-    """`qparams_from_range` without its validation syncs, for the QAT hot path.
-
-    Same float32 operations in the same order, so the result is bit-identical (a test
-    checks it); ``lo <= hi`` is guaranteed by construction here.
-    """
-    half_levels = 2 ** (spec.bits - 1)
-    if spec.symmetric:
-        threshold = torch.maximum(lo.abs(), hi.abs())
-        if spec.signed:
-            if spec.scale_rule == "amct":
-                divisor = (hi.abs() < lo.abs()).to(torch.float32) + float(half_levels - 1)
-                scale = threshold / divisor
-            else:
-                scale = threshold / float(half_levels - 1)
-            zero_point = torch.zeros_like(threshold, dtype=torch.int32)
-        else:
-            scale = threshold / ((spec.qmax - spec.qmin) / 2)
-            zero_point = torch.full_like(threshold, half_levels, dtype=torch.int32)
-        return scale.masked_fill_(scale < FLT_EPSILON, 1.0), zero_point
-    lo = torch.clamp(lo, max=0.0)
-    hi = torch.clamp(hi, min=0.0)
-    scale = (hi - lo) / float(spec.qmax - spec.qmin)
-    scale.masked_fill_(scale < FLT_EPSILON, 1.0)
-    zero_point = torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax)
-    return scale, zero_point.to(torch.int32)
 
 
 def _ulq_qparams(clip_min: Tensor, clip_max: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
