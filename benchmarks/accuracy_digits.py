@@ -15,18 +15,22 @@ split, seeded). Rows:
 - torch.ao PTQ / QAT int8: `DigitsCNNForAO` (stubs, FloatFunctional add, explicit fusion
   groups), x86 engine qconfigs, ``convert`` to real int8 kernels for the accuracy.
 
-Step time: median seconds per training step (forward, backward, Adam update) at batch 128,
+Step time: median seconds per training step (forward, backward, Adam update) at batch 256,
 the three models stepped in turn on the same batches after a warm-up so that they share
-the machine's noise. Run: ``python benchmarks/accuracy_digits.py`` (about 2 minutes on 2
-CPU cores).
+the machine's noise. One intra-op thread by default (``--threads``): the tensors are small
+(8x8 images), and on a busy 2-core machine a second thread mostly adds contention (a
+measured FP32 step: 28 ms with 1 thread, 81 ms with 2, batch 128, load average 9).
+Run: ``python benchmarks/accuracy_digits.py`` (under a minute on an idle core).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,9 +39,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from digits_cnn import (  # noqa: E402
+from digits_cnn import (
     AO_FUSION_GROUPS,
-    DigitsCNN,
     DigitsCNNForAO,
     batches,
     evaluate,
@@ -46,12 +49,12 @@ from digits_cnn import (  # noqa: E402
     train_fp32,
 )
 
-from torchquant._api import quantize  # noqa: E402
-from torchquant._auto import PrepareConfig  # noqa: E402
-from torchquant._calibrate import calibrate  # noqa: E402
-from torchquant.calib import list_calibrators  # noqa: E402
-from torchquant.config import QConfig, QuantizerConfig  # noqa: E402
-from torchquant.quant.spec import QuantSpec  # noqa: E402
+from torchquant._api import quantize
+from torchquant._auto import PrepareConfig
+from torchquant._calibrate import calibrate
+from torchquant.calib import list_calibrators
+from torchquant.config import QConfig, QuantizerConfig
+from torchquant.quant.spec import QuantSpec
 
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
 SEED = 0
@@ -85,7 +88,9 @@ def lsq_4bit() -> QConfig:
     """4-bit symmetric activations and per-channel weights with LSQ scales (Esser et al. 2020),
     initialised by calibration: MSE-optimal for activations, min/max for weights."""
     act = QuantizerConfig(QuantSpec(bits=4), calibrator="mse", learning="lsq")
-    wt = QuantizerConfig(QuantSpec(bits=4, narrow_range=True, axis=0), calibrator="minmax", learning="lsq")
+    wt = QuantizerConfig(
+        QuantSpec(bits=4, narrow_range=True, axis=0), calibrator="minmax", learning="lsq"
+    )
     return QConfig(activation=act, weight=wt)
 
 
@@ -118,7 +123,9 @@ def ao_qat(fp32: nn.Module, data: Data, epochs: int, lr: float) -> float:
     return evaluate(torch.ao.quantization.convert(model.eval()), data[2], data[3])
 
 
-def step_times(models: dict[str, nn.Module], data: Data, batch: int = 128, steps: int = 40) -> dict[str, float]:
+def step_times(
+    models: dict[str, nn.Module], data: Data, batch: int = 256, steps: int = 60
+) -> dict[str, float]:
     """Median seconds per training step of each model, stepped in turn on the same batches."""
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -143,6 +150,14 @@ def step_times(models: dict[str, nn.Module], data: Data, batch: int = 128, steps
 
 
 def main() -> None:
+    # torch.ao's eager API warns about its own deprecation on every prepare and convert.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.")
+    warnings.filterwarnings(
+        "ignore", message=r"(?s).*(torchao|quant_min and quant_max|quantize_per)"
+    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    torch.set_num_threads(parser.parse_args().threads)
     torch.manual_seed(SEED)
     torch.backends.quantized.engine = "x86"
     data = load_data()
@@ -152,9 +167,18 @@ def main() -> None:
     for method in list_calibrators():
         rows.append((f"torchquant PTQ int8, {method}", tq_ptq(fp32, data, method)))
     rows.append(("torch.ao PTQ int8 (x86, HistogramObserver)", ao_ptq(fp32, data)))
-    rows.append((f"torchquant QAT int8 ({QAT_EPOCHS} epochs)", tq_qat(fp32, data, None, QAT_EPOCHS, 1e-3)))
-    rows.append((f"torchquant QAT 4-bit W+A, LSQ ({QAT_EPOCHS} epochs)", tq_qat(fp32, data, lsq_4bit(), QAT_EPOCHS, 1e-3)))
-    rows.append((f"torch.ao QAT int8 (x86, {QAT_EPOCHS} epochs)", ao_qat(fp32, data, QAT_EPOCHS, 1e-3)))
+    rows.append(
+        (f"torchquant QAT int8 ({QAT_EPOCHS} epochs)", tq_qat(fp32, data, None, QAT_EPOCHS, 1e-3))
+    )
+    rows.append(
+        (
+            f"torchquant QAT 4-bit W+A, LSQ ({QAT_EPOCHS} epochs)",
+            tq_qat(fp32, data, lsq_4bit(), QAT_EPOCHS, 1e-3),
+        )
+    )
+    rows.append(
+        (f"torch.ao QAT int8 (x86, {QAT_EPOCHS} epochs)", ao_qat(fp32, data, QAT_EPOCHS, 1e-3))
+    )
     timed = step_times(
         {
             "FP32": copy.deepcopy(fp32),
@@ -164,13 +188,15 @@ def main() -> None:
         data,
     )
     base = rows[0][1]
-    print(f"Digits (sklearn load_digits, 1257 train / 540 test), seed {SEED}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\n")
+    print(
+        f"Digits (sklearn load_digits, 1257 train / 540 test), seed {SEED}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print("| model | test accuracy (%) | vs FP32 (points) |")
     print("|---|---:|---:|")
     for name, acc in rows:
         print(f"| {name} | {acc:.2f} | {acc - base:+.2f} |")
-    print("\n| training step (batch 128, median) | ms | ratio to FP32 |")
+    print("\n| training step (batch 256, median) | ms | ratio to FP32 |")
     print("|---|---:|---:|")
     for name, seconds in timed.items():
         print(f"| {name} | {1000 * seconds:.2f} | {seconds / timed['FP32']:.2f}x |")

@@ -1,6 +1,7 @@
 """Multi-process quantization-aware training of the digits CNN with torchquant and DDP.
 
     torchrun --nproc_per_node 2 examples/ddp_qat.py [--epochs 4] [--checkpoint qat.pt]
+    python examples/ddp_qat.py      (one process, the single-process baseline)
 
 gloo on CPU, NCCL when CUDA is available (one GPU per rank, ``LOCAL_RANK``). Every rank:
 
@@ -183,21 +184,25 @@ def main() -> None:
     if cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)  # all_gather_object on NCCL needs it
-    dist.init_process_group("nccl" if cuda else "gloo")
+    backend = "nccl" if cuda else "gloo"
+    launched = "RANK" in os.environ  # set by torchrun; without it, one process
+    if launched:
+        dist.init_process_group(backend)
     try:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        result = run(
+        rank, world = rank_and_world()
+        _, result = run(
             epochs=args.epochs, width=args.width, device=device, checkpoint=args.checkpoint
         )
         for r in range(world):  # print in rank order
             if r == rank:
                 print(
-                    f"rank {rank}/{world} ({dist.get_backend()}, {device}): "
-                    f"test accuracy {result['accuracy']:.2f}%, "
+                    f"rank {rank}/{world} ({backend if launched else 'no process group'}, "
+                    f"{device}): test accuracy {result['accuracy']:.2f}%, "
                     f"{len(result['qparams']) // 2} quantizers",
                     flush=True,
                 )
-            dist.barrier()
+            if launched:
+                dist.barrier()
         if rank == 0:
             print(
                 f"scales and zero points identical on all ranks: after calibration "
@@ -207,7 +212,8 @@ def main() -> None:
             if args.checkpoint:
                 print(f"checkpoint saved to {args.checkpoint}", flush=True)
     finally:
-        dist.destroy_process_group()
+        if launched:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

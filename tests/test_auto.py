@@ -43,7 +43,7 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn(self.stem(x)))
         x = self.block(self.block(x))
-        if x.shape[-1] > 4:
+        if x.shape[-1] > 4:  # noqa: SIM108 (the point: an if statement on an input's shape)
             x = F.max_pool2d(x, 2)
         else:
             x = x * torch.sigmoid(x)  # only small inputs take this branch
@@ -169,19 +169,42 @@ def test_deepcopy_keeps_working() -> None:
 
 def test_qat_trains() -> None:
     torch.manual_seed(0)
-    x = torch.randn(64, 3, 8, 8)
+    x = torch.randn(32, 3, 8, 8)
     y = (x.mean((1, 2, 3)) > 0).long() + 2 * (x[:, 0].mean((1, 2)) > 0).long()
     model = quantize(_net().train(), PrepareConfig(qat=True), (x[:2],))
     assert isinstance(model.stem, QConvBnReLU2d)  # BN folded during training
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(30):
+    for _ in range(20):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_inplace_residual_add_and_plan_text() -> None:
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.bn(self.conv(x))
+            out += x  # torchvision's ResNet style
+            return torch.relu(out) + 1.0  # an add with a scalar: nothing to quantize
+
+    x = torch.randn(2, 4, 5, 5)
+    model = calibrate(
+        quantize(InPlace().eval(), PrepareConfig(), (x,)), [x], "minmax", progress=False
+    )
+    (site,) = (v for k, v in model.torchquant_functional.sites.items() if "_add_" in k)
+    assert list(site) == ["input1"]
+    expected = torch.relu(model.conv(x) + site["input1"](x)) + 1.0  # BN folded into the conv
+    torch.testing.assert_close(model(x), expected)
+    text = str(model.torchquant_plan)
+    assert "fused+quantized" in text and "shortcut only" in text
 
 
 def test_sdpa_quantizes_query_key_value() -> None:
@@ -208,3 +231,11 @@ def test_config_validation_and_dict_round_trip() -> None:
     config = PrepareConfig(qat=True, overrides={"head": None, "stem": QConfig()}, skip_layers=["x"])
     assert PrepareConfig.from_dict(config.to_dict()) == config
     assert config.resolved_qconfig() == get_default_qat_qconfig("tensorrt")
+
+
+def test_site_keys_hold_no_line_numbers() -> None:
+    """State-dict names of functional sites survive edits that shift source lines."""
+    model = quantize(Net(), PrepareConfig(), (torch.randn(2, 3, 8, 8),))
+    keys = list(model.torchquant_functional.sites.keys())
+    assert keys and all("_L" not in k for k in keys)
+    assert any(k.endswith("_add_0") for k in keys)

@@ -18,7 +18,11 @@ from torchquant.quant.quantizer import iter_quantizers
 class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.relu1 = nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.conv1, self.bn1, self.relu1 = (
+            nn.Conv2d(2, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+        )
         self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
         self.fc = nn.Linear(8, 4)
 

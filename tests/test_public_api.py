@@ -33,6 +33,7 @@ EXPECTED = {
     "config",
     "convert",
     "create_calibrator",
+    "distributed",
     "enable_fake_quant",
     "enable_observer",
     "errors",
@@ -54,6 +55,8 @@ EXPECTED = {
     "register_quantize_handler",
     "set_calibration_mode",
     "set_quantized_mode",
+    "sync_calibrators",
+    "sync_quantizer_buffers",
     "unfreeze_bn",
 }
 

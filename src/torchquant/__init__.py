@@ -6,7 +6,7 @@ config's type: `PrepareConfig` (automatic path, no model edits), `EagerPrepareCo
 (behind the eager names `prepare` / `prepare_qat`) and `ConvertConfig` (behind `convert`).
 """
 
-from torchquant import calib, config, errors, export, nn, quant
+from torchquant import calib, config, distributed, errors, export, nn, quant
 from torchquant._api import quantize, register_quantize_handler
 from torchquant._auto import FUNCTIONAL_OPS, PrepareConfig
 from torchquant._calibrate import calibrate
@@ -32,6 +32,7 @@ from torchquant.errors import (
     TorchQuantWarning,
     UnsupportedModelError,
 )
+from torchquant.distributed import sync_calibrators, sync_quantizer_buffers
 from torchquant.export.torch_onnx import ExportResult, export_onnx
 from torchquant.nn import (
     DeQuantStub,
@@ -84,6 +85,7 @@ __all__ = [
     "config",
     "convert",
     "create_calibrator",
+    "distributed",
     "enable_fake_quant",
     "enable_observer",
     "errors",
@@ -105,5 +107,7 @@ __all__ = [
     "register_quantize_handler",
     "set_calibration_mode",
     "set_quantized_mode",
+    "sync_calibrators",
+    "sync_quantizer_buffers",
     "unfreeze_bn",
 ]

@@ -7,12 +7,15 @@
    record which module or function produced and consumed each tensor, by tensor identity.
    A real run means Python control flow (``if x.dim() == 4:``) and reused submodules need
    no rewriting: the graph is the path these inputs take.
-2. **Fuse**: Conv→BN(→ReLU), Conv→ReLU, ConvTranspose2d→BN, Linear→ReLU and BN→ReLU, where each module runs
-   once and the intermediate tensor has a single consumer; ReLU must be an ``nn.ReLU``
+2. **Fuse**: Conv→BN(→ReLU), Conv→ReLU, ConvTranspose2d→BN, Linear→ReLU and BN→ReLU,
+   where each module runs once and the intermediate tensor has a single consumer (for PTQ
+   BN is folded into the conv now; for QAT it is folded during training by the QAT
+   Conv-BN modules); ReLU must be an ``nn.ReLU``
    module (a functional ``F.relu`` after a conv stays a separate op: nothing to fuse into,
    and TensorRT fuses it at build time anyway; the plan notes it). A shared ``nn.ReLU``
    (one module called in several places) is left unfused, the Conv→BN before it still fuses.
-3. **Swap** Conv/Linear modules that ran for torchquant QAT modules with an input quantizer
+3. **Swap** Conv/Linear modules that ran (exactly these types; subclasses stay float) for
+   torchquant QAT modules with an input quantizer
    and a per-channel weight quantizer (TensorRT explicit quantization: the inputs and
    weights of Conv/Gemm/MatMul, ../shared/specs/algorithms.md section 4).
 4. **Functional ops** in forward code (add, mul of two tensors, matmul/bmm/@, cat,
@@ -21,20 +24,29 @@
    add: the other input, produced by a Conv/Linear/BN whose output only feeds the add, is
    the one TensorRT fuses into the convolution as its epilogue (when both are, the one
    computed last is the fused branch). ``profile="all"`` quantizes every input.
+   At run time a forward pre-hook on the root enters a TorchFunctionMode that finds each
+   op's call site and applies its quantizers; hooks suspend the mode inside library blocks
+   (QAT layers, ``nn`` modules with children), where no user call site can be, because an
+   active mode routes every torch call through Python.
 
 The result is in calibration mode for PTQ (observe, no fake quantization: run `calibrate`)
 or in QAT mode (observe and fake-quantize; train it). ``model.torchquant_plan`` lists what
 was quantized, fused, skipped or left float, and why.
 
 Limits: only the path the example inputs take is prepared (an op on another path raises
-`UnsupportedModelError` naming its file and line when it runs); call-site keys include
-source lines, so a state_dict loads into a model prepared from the same source; modules
-that are not called (``nn.MultiheadAttention``'s ``out_proj``) stay float.
+`UnsupportedModelError` naming its file and line when it runs); call-site keys are the
+owner module, the op and its ordinal in the owner's forward (``layer1_add_0``), so a
+state_dict survives source edits that keep the order of the ops; modules
+that are not called (``nn.MultiheadAttention``'s ``out_proj``) stay float; the owner of a
+call site is found from ``self`` in the calling frames; an in-place op whose first operand
+is quantized runs out of place (right for ``a += b``, not for a bare ``a.add_(b)``); under
+``torch.compile`` or ``torch.jit`` tracing the mode is not supported (eager models only).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,6 +67,7 @@ __all__ = ["FUNCTIONAL_OPS", "PrepareConfig"]
 Profile = Literal["tensorrt", "all"]
 FUNCTIONAL_OPS = ("add", "mul", "matmul", "cat", "sdpa")
 FUNCTIONAL_ATTR = "torchquant_functional"  # stable state_dict prefix of the site quantizers
+PLAN_ATTR = "torchquant_plan"
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_BN = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
@@ -102,12 +115,18 @@ class PrepareConfig:
         object.__setattr__(self, "functional_ops", tuple(self.functional_ops))
         unknown = set(self.functional_ops) - set(FUNCTIONAL_OPS)
         if unknown:
-            raise ConfigError(f"unknown functional op(s) {sorted(unknown)}; known: {FUNCTIONAL_OPS}")
+            raise ConfigError(
+                f"unknown functional op(s) {sorted(unknown)}; known: {FUNCTIONAL_OPS}"
+            )
         if self.profile not in ("tensorrt", "all"):
-            raise ConfigError(f"PrepareConfig.profile must be 'tensorrt' or 'all', got {self.profile!r}")
+            raise ConfigError(
+                f"PrepareConfig.profile must be 'tensorrt' or 'all', got {self.profile!r}"
+            )
         for name, qc in self.overrides.items():
             if qc is not None and not isinstance(qc, QConfig):
-                raise ConfigError(f"override for {name!r} must be a QConfig or None, got {type(qc).__name__}")
+                raise ConfigError(
+                    f"override for {name!r} must be a QConfig or None, got {type(qc).__name__}"
+                )
 
     def resolved_qconfig(self) -> QConfig:
         """The qconfig in force (the preset when ``qconfig`` is None)."""
@@ -137,7 +156,9 @@ class PrepareConfig:
         if data.get("qconfig") is not None:
             data["qconfig"] = QConfig.from_dict(data["qconfig"])
         overrides = data.get("overrides", {})
-        data["overrides"] = {k: None if v is None else QConfig.from_dict(v) for k, v in overrides.items()}
+        data["overrides"] = {
+            k: None if v is None else QConfig.from_dict(v) for k, v in overrides.items()
+        }
         return cls(**data)
 
     def qconfig_for(self, *names: str) -> tuple[QConfig | None, str]:
@@ -152,7 +173,10 @@ class PrepareConfig:
         )
         if best is not None:
             qc = self.overrides[best[0]]
-            return qc, f"override {best[0]!r}" if qc is not None else f"float (override {best[0]!r})"
+            return (
+                qc,
+                f"override {best[0]!r}" if qc is not None else f"float (override {best[0]!r})",
+            )
         return self.resolved_qconfig(), "default qconfig"
 
 
@@ -227,7 +251,7 @@ def _plan_layers(
     """QConfig of every Conv/Linear to swap; the others get a plan entry saying why not."""
     chosen: dict[str, QConfig] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, _SWAPPABLE) or isinstance(module, Quantizer):
+        if type(module) not in _SWAPPABLE:
             continue
         kind = type(module).__name__
         if graph.module_calls.get(name, 0) == 0:
@@ -248,20 +272,28 @@ def _plan_sites(
     """Site specs and their quantizers, per the profile and the overrides."""
     specs: list[SiteSpec] = []
     quantizers: dict[str, dict[str, nn.Module]] = {}
+    ordinals: dict[tuple[str, str], int] = {}
     for node in graph.nodes:
         site = node.site
         if site is None:
             continue
-        label = f"{site.module or '<root>'}:{site.where}#{site.occurrence}"
+        label = (
+            f"{site.module or '<root>'}:{os.path.basename(site.file)}:{site.line}#{site.occurrence}"
+        )
+        ordinal = ordinals.get((site.module, site.op), 0)
+        ordinals[(site.module, site.op)] = ordinal + 1
+        raw = f"{site.module or 'root'}_{site.op}_{ordinal}"
+        key = "".join(c if c.isalnum() or c == "_" else "_" for c in raw)
         operands, why = _site_operands(graph, node, config.profile)
-        qconfig, reason = config.qconfig_for(site.key, site.module)
+        qconfig, reason = config.qconfig_for(key, site.module)
         if qconfig is None or qconfig.activation is None or not operands:
-            specs.append(SiteSpec(site, ()))
+            specs.append(SiteSpec(site, (), key))
             plan.add(label, site.op, "float", reason if operands else why)
             continue
-        specs.append(SiteSpec(site, operands))
-        quantizers[site.key] = {name: Quantizer(qconfig.activation) for name in operands}
-        plan.add(label, site.op, "quantized", f"{', '.join(operands)} ({why}); {reason}")
+        specs.append(SiteSpec(site, operands, key))
+        quantizers[key] = {name: Quantizer(qconfig.activation) for name in operands}
+        detail = f"{', '.join(operands)} ({why}) in {FUNCTIONAL_ATTR}.sites.{key}"
+        plan.add(label, site.op, "quantized", f"{detail}; {reason}")
     return specs, quantizers
 
 
@@ -295,5 +327,5 @@ def _prepare(model: nn.Module, config: PrepareConfig, example_inputs: Any) -> nn
     name_quantizers(model)
     if not config.qat:
         set_calibration_mode(model)
-    model.torchquant_plan = plan
+    object.__setattr__(model, PLAN_ATTR, plan)  # a plain attribute, not a submodule
     return model

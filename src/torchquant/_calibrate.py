@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from torchquant.distributed import sync_calibrators
 from torchquant.errors import ConfigError, EmptyCalibrationError, NonFiniteError
 from torchquant.quant.quantizer import (
     Quantizer,
@@ -72,7 +73,9 @@ def _as_args(batch: Any) -> tuple[Any, ...]:
         return (batch,)
     if isinstance(batch, (tuple, list)):
         return tuple(batch)
-    raise ConfigError(f"a calibration batch must be a tensor, tuple or list, got {type(batch).__name__}")
+    raise ConfigError(
+        f"a calibration batch must be a tensor, tuple or list, got {type(batch).__name__}"
+    )
 
 
 def calibrate(
@@ -142,6 +145,9 @@ def calibrate(
                 raise NonFiniteError(f"calibration batch {seen}: {exc}") from exc
             seen += 1
     bar.close()
+    # Under torch.distributed, merge every rank's statistics before any scale is computed
+    # (a no-op otherwise); before the emptiness checks, so that no rank leaves the collective.
+    sync_calibrators(prepared_model)
     if seen == 0:
         raise EmptyCalibrationError("calibrate() got no batches: the calibration data is empty")
     for name, q in iter_quantizers(prepared_model):

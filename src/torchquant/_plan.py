@@ -46,7 +46,9 @@ class Plan:
         return [e.name for e in self.entries.values() if e.action == action]
 
     def __str__(self) -> str:
-        rows = [(e.name or "<root>", e.kind, e.action, e.reason, e.notes) for e in self.entries.values()]
+        rows = [
+            (e.name or "<root>", e.kind, e.action, e.reason, e.notes) for e in self.entries.values()
+        ]
         w0 = max((len(r[0]) for r in rows), default=0)
         w1 = max((len(r[1]) for r in rows), default=0)
         w2 = max((len(r[2]) for r in rows), default=0)

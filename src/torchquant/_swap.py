@@ -81,6 +81,8 @@ def swap_layers(
         module = model.get_submodule(name)
         cls = QAT_CLASSES.get(type(module))
         if cls is None:
-            raise UnsupportedModelError(f"layer {name!r}: no QAT module for {type(module).__name__}")
+            raise UnsupportedModelError(
+                f"layer {name!r}: no QAT module for {type(module).__name__}"
+            )
         new = cls.from_float(module, qconfig, input_quant=qconfig.activation is not None)  # type: ignore[attr-defined]
         _replace(model, name, new)

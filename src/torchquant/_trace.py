@@ -33,7 +33,16 @@ from torch.overrides import TorchFunctionMode
 
 from torchquant.errors import UnsupportedModelError
 
-__all__ = ["CallSite", "Graph", "Node", "Owners", "locate", "record", "tensors_in"]
+__all__ = [
+    "CallSite",
+    "Graph",
+    "Node",
+    "Owners",
+    "library_blocks",
+    "locate",
+    "record",
+    "tensors_in",
+]
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _TORCHQUANT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -109,14 +118,6 @@ class CallSite:
         """``file:line`` for messages."""
         return f"{self.file}:{self.line}"
 
-    @property
-    def key(self) -> str:
-        """A valid `nn.ModuleDict` key (letters, digits, ``_``): owner, file stem, line, op,
-        occurrence, e.g. ``layer1_0_model_L42_add_0``."""
-        stem = os.path.splitext(os.path.basename(self.file))[0]
-        raw = f"{self.module or 'root'}_{stem}_L{self.line}_{self.op}_{self.occurrence}"
-        return "".join(c if c.isalnum() or c == "_" else "_" for c in raw)
-
 
 @dataclass
 class Node:
@@ -165,6 +166,20 @@ def _is_leaf_unit(module: nn.Module) -> bool:
     cls = type(module)
     library = cls.__module__.startswith(("torch.nn.", "torchquant."))
     return library and not isinstance(module, _CONTAINERS) and next(module.children(), None) is None
+
+
+def _is_library(module: nn.Module) -> bool:
+    return type(module).__module__.startswith(("torch.", "torchquant."))
+
+
+def library_blocks(root: nn.Module) -> Iterator[nn.Module]:
+    """The outermost submodules made only of torch and torchquant modules (containers
+    excepted): no user code runs inside them, so they hold no user call sites."""
+    for child in root.children():
+        if not isinstance(child, _CONTAINERS) and all(_is_library(m) for m in child.modules()):
+            yield child
+        else:
+            yield from library_blocks(child)
 
 
 class _Recorder(TorchFunctionMode):
@@ -263,7 +278,7 @@ def record(
     for module in model.modules():
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-    was_training = model.training
+    training = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad(), rec:
@@ -278,5 +293,6 @@ def record(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, flag in training.items():
+            m.training = flag
     return Graph(rec.nodes, rec.module_calls)

@@ -18,13 +18,16 @@ class QLin(nn.Module):
     def __init__(self, n_in: int, n_out: int, bits: int) -> None:
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
-        self.input_quantizer = Quantizer(QuantizerConfig(QuantSpec(bits=bits)))
         spec = QuantSpec(bits=bits, axis=0, narrow_range=True)
-        self.weight_quantizer = Quantizer(QuantizerConfig(spec))
+        self.input_quantizer: Quantizer | None = Quantizer(QuantizerConfig(QuantSpec(bits=bits)))
+        self.weight_quantizer: Quantizer | None = Quantizer(QuantizerConfig(spec))
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight_quantizer(self.linear.weight)
-        return F.linear(self.input_quantizer(x), w, self.linear.bias)
+        # A quantizer set to None leaves its tensor float, as in torchquant.nn's modules.
+        w = self.linear.weight
+        w = w if self.weight_quantizer is None else self.weight_quantizer(w)
+        x = x if self.input_quantizer is None else self.input_quantizer(x)
+        return F.linear(x, w, self.linear.bias)
 
 
 class ToyMLP(nn.Module):

@@ -85,9 +85,16 @@ def test_fallback_bits_and_sqnr_target(toy: tuple[ToyMLP, list[Tensor]]) -> None
     metric = output_sqnr_metric(batches)
     before = metric(model)
     plan = auto_fallback(
-        model, analysis, batches, metric, min_metric=before + 6.0, fallback_bits=8,
-        criterion=None, max_float_layers=3,
-    )  # fmt: skip
+        model,
+        analysis,
+        batches,
+        metric,
+        min_metric=before + 6.0,
+        fallback_bits=8,
+        criterion=None,
+        max_float_layers=3,
+        search_width=1,
+    )
     assert plan.calibrators == {} and plan.fallback_bits == 8
     assert plan.quantized_metric == pytest.approx(before)
     assert plan.final_metric is not None and plan.final_metric > before

@@ -219,3 +219,22 @@ def test_errors_name_the_tensor() -> None:
             cal.observe(torch.tensor([0.0, bad]))
     with pytest.raises(ConfigError):
         HfmgCalibrator(ASYM, num_of_bins=1000)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_prefix_sum_losses_on_arbitrary_ranges(bits: int) -> None:
+    # Ranges of any width, also narrower than 2^bits source bins (destination bins inside
+    # one source bin), at both ends of the histogram and over empty bins.
+    g = torch.Generator().manual_seed(11)
+    counts = torch.randint(0, 50, (NBINS,), generator=g).to(torch.float64)
+    counts[300:500] = 0.0
+    counts[100] = 1e6
+    left = torch.tensor([0, 0, 5, 99, 100, 250, 700, 1023, 0, 400], dtype=torch.int64)
+    right = torch.tensor([1023, 0, 7, 101, 100, 900, 1023, 1023, 511, 450], dtype=torch.int64)
+    expected = [
+        reference_loss(counts.numpy(), a, b, 1.0, 2**bits)
+        for a, b in zip(left.tolist(), right.tolist(), strict=True)
+    ]
+    np.testing.assert_allclose(
+        hfmg_losses(counts, left, right, 2**bits).numpy(), expected, rtol=1e-9
+    )

@@ -6,10 +6,12 @@
   quantizer and TensorRT users compare calibrators per network.
 - `auto_fallback`: ranks the layers by the analysis (default: the output SQNR reached when
   only that layer is left float, highest first; or by sensitivity, lowest "only this layer
-  quantized" SQNR first), then leaves the top 1, 2, ... ``max_float_layers`` of them float
-  (or at ``fallback_bits``) until the metric is within ``max_drop`` of the float model's, or
-  at least ``min_metric``. This is TensorRT's and AIMET's "layer-wise fallback": mixed
-  precision by exclusion, one evaluation per step.
+  quantized" SQNR first), then greedily leaves layers float (or at ``fallback_bits``), one
+  more per step, trying the next few in rank order at each step, until the metric is within
+  ``max_drop`` of the float model's or at least ``min_metric``, with at most
+  ``max_float_layers`` layers. This is the "layer-wise fallback" of TensorRT users and
+  AIMET (mixed precision by exclusion); the analysis only orders the search, the user's
+  metric decides, because a few-batch output SQNR does not predict accuracy exactly.
 - `QuantPlan`: the result, a frozen dataclass saved to / loaded from JSON; `apply_plan`
   re-applies it to a freshly prepared model (and calibrates what it changed).
 """
@@ -156,8 +158,8 @@ def apply_plan(model: nn.Module, plan: QuantPlan, data: Iterable[Any] | None = N
     """Apply ``plan`` to a prepared model, in place, and return it.
 
     Quantizers whose calibrator changes are replaced by fresh ones (same spec, the new
-    calibrator with its default options); the quantizers of ``float_layers`` are replaced by
-    ``nn.Identity`` (so later calibration and export leave them float) or by fresh ones at
+    calibrator with its default options); the quantizers of ``float_layers`` are removed
+    (so later calibration and export leave them float) or replaced by fresh ones at
     ``fallback_bits``. With ``data`` (batches as `run_batch` takes them) every quantizer
     without qparams, the fresh ones and those of an uncalibrated model, is calibrated on it
     (float data flow, eval mode) and switched to fake quantization; without it, calibrate
@@ -179,7 +181,7 @@ def apply_plan(model: nn.Module, plan: QuantPlan, data: Iterable[Any] | None = N
     for name in sorted(in_float):
         q = quantizers[name]
         if plan.fallback_bits is None:
-            _set_module(model, name, nn.Identity())
+            _remove(model, name)
         else:
             cal = plan.calibrators.get(name, q.config.calibrator)
             options = q.config.calibrator_options if cal == q.config.calibrator else {}
@@ -203,6 +205,7 @@ def auto_fallback(
     max_float_layers: int = 2,
     criterion: str | None = "sqnr",
     rank_by: str = "fallback",
+    search_width: int = 3,
     fallback_bits: int | None = None,
     metric_name: str = "metric",
 ) -> QuantPlan:
@@ -221,13 +224,19 @@ def auto_fallback(
         criterion: ``"sqnr"`` / ``"loss"`` to pick each tensor's calibrator
             (`best_calibrators`), ``None`` to keep the model's.
         rank_by: layer order, see `rank_layers`.
+        search_width: each step tries the next ``search_width`` layers in that order (on top
+            of the layers chosen so far) and keeps the best; 1 is the plain ranked prefix.
+            At most ``max_float_layers * search_width`` evaluations.
         fallback_bits: ``None`` leaves the chosen layers float; else re-quantizes them wider.
         metric_name: what the metric measures, for the plan and the report.
     """
     if (max_drop is None) == (min_metric is None):
         raise ConfigError("auto_fallback: give exactly one of max_drop and min_metric")
-    if max_float_layers < 0:
-        raise ConfigError(f"max_float_layers must be >= 0, got {max_float_layers}")
+    if max_float_layers < 0 or search_width < 1:
+        raise ConfigError(
+            f"need max_float_layers >= 0 and search_width >= 1, got {max_float_layers} "
+            f"and {search_width}"
+        )
     data = list(calibration_data)
     if not data:
         raise EmptyCalibrationError("auto_fallback() got no calibration batches")
@@ -245,16 +254,26 @@ def auto_fallback(
     history: list[tuple[tuple[str, ...], float]] = [((), quantized)]
     best: tuple[tuple[str, ...], float] = ((), quantized)
     order = rank_layers(analysis, rank_by)
-    for k in range(1, min(max_float_layers, len(order)) + 1):
-        if best[1] >= threshold:
+    chosen: tuple[str, ...] = ()
+    for _ in range(max_float_layers):
+        candidates = [g for g in order if g not in chosen][:search_width]
+        if best[1] >= threshold or not candidates:
             break
-        layers = tuple(order[:k])
-        trial = copy.deepcopy(model)
-        apply_plan(trial, QuantPlan(float_layers=layers, fallback_bits=fallback_bits), data)
-        value = metric(trial)
-        history.append((layers, value))
-        if value > best[1]:
-            best = (layers, value)
+        step: tuple[tuple[str, ...], float] | None = None
+        for layer in candidates:
+            trial = copy.deepcopy(model)
+            layers = (*chosen, layer)
+            apply_plan(trial, QuantPlan(float_layers=layers, fallback_bits=fallback_bits), data)
+            value = metric(trial)
+            history.append((layers, value))
+            if step is None or value > step[1]:
+                step = (layers, value)
+            if value >= threshold:
+                break
+        assert step is not None
+        chosen = step[0]
+        if step[1] > best[1]:
+            best = step
     plan = QuantPlan(
         calibrators=calibrators,
         float_layers=best[0],
@@ -275,6 +294,18 @@ def auto_fallback(
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name), attr, module)
+
+
+def _remove(model: nn.Module, name: str) -> None:
+    """Leave quantizer ``name``'s tensor float: a QAT layer's quantizer attribute becomes
+    ``None`` (how `torchquant.nn` modules mark an unquantized tensor, which calibration and
+    export then skip); a call site's operand leaves its `nn.ModuleDict`."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    if isinstance(parent, nn.ModuleDict):
+        del parent[attr]
+    else:
+        setattr(parent, attr, None)
 
 
 def _swap(model: nn.Module, name: str, new: Quantizer) -> None:

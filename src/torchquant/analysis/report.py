@@ -147,7 +147,7 @@ def _tensor_table(tensors: Sequence[TensorProfile], cals: Sequence[str]) -> str:
         cells = []
         for c in cals:
             lo_hi = t.ranges.get(c)
-            text = "-" if lo_hi is None else f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]"
+            text = "-" if lo_hi is None else _range_text(t, *lo_hi)
             if c in t.sqnr_db:
                 text += f" {_db(t.sqnr_db[c])}"
             cells.append(f"<td class='num'>{'<b>' + text + '</b>' if c == best else text}</td>")
@@ -155,8 +155,26 @@ def _tensor_table(tensors: Sequence[TensorProfile], cals: Sequence[str]) -> str:
             f"<tr><td>{html.escape(t.name)}</td><td>{html.escape(t.current or '-')}</td>"
             f"<td class='num'>{_db(t.current_sqnr_db)}</td>{''.join(cells)}</tr>"
         )
-    rows.append("</table><p>Ranges [lo, hi]; the best SQNR per tensor is bold.</p>")
+    rows.append(
+        "</table><p>Clipping range of each calibrator (±T on symmetric grids, [lo, hi] on "
+        "affine ones; per-channel: the envelope over channels) and its SQNR; the best SQNR "
+        "per tensor is bold.</p>"
+    )
     return "\n".join(rows)
+
+
+def _clip_range(t: TensorProfile, lo: float, hi: float) -> tuple[float, float]:
+    """The range a calibrator's ``(lo, hi)`` really clips to: a symmetric grid uses
+    ``[-T, T]`` with ``T = max(|lo|, |hi|)`` whatever the sign of the data."""
+    if not t.spec.symmetric:
+        return min(lo, 0.0), max(hi, 0.0)
+    threshold = max(abs(lo), abs(hi))
+    return -threshold, threshold
+
+
+def _range_text(t: TensorProfile, lo: float, hi: float) -> str:
+    a, b = _clip_range(t, lo, hi)
+    return f"±{b:.4g}" if t.spec.symmetric else f"[{a:.4g}, {b:.4g}]"
 
 
 def _img(fig: Figure) -> str:
@@ -177,10 +195,22 @@ def _layer_figure(layers: Sequence[LayerSensitivity], plan: QuantPlan | None) ->
     fig = Figure(figsize=(12, 1.2 + 0.28 * n))
     ax = fig.add_subplot()
     ys = range(n)
-    ax.barh([y - 0.2 for y in ys], [_finite(g.only_quantized_db) for g in layers], height=0.4,
-            color="tab:red", label="only this layer quantized")  # fmt: skip
-    ax.barh([y + 0.2 for y in ys], [_finite(g.only_float_db) for g in layers], height=0.4,
-            color="tab:green", label="only this layer left float")  # fmt: skip
+    quantized = [_finite(g.only_quantized_db) for g in layers]
+    floated = [_finite(g.only_float_db) for g in layers]
+    ax.barh(
+        [y - 0.2 for y in ys],
+        quantized,
+        height=0.4,
+        color="tab:red",
+        label="only this layer quantized",
+    )
+    ax.barh(
+        [y + 0.2 for y in ys],
+        floated,
+        height=0.4,
+        color="tab:green",
+        label="only this layer left float",
+    )
     floats = set(plan.float_layers) if plan is not None else set()
     ax.set_yticks(list(ys), [("[float] " if g.name in floats else "") + g.name for g in layers])
     ax.invert_yaxis()
@@ -223,12 +253,12 @@ def _histogram_figure(t: TensorProfile, colours: dict[str, str]) -> Figure:
     lefts = [t.hist_lo + i * width for i in range(n)]
     ax.bar(lefts, t.counts, width=width or 1.0, align="edge", color="0.6", log=True)
     for cal, (lo, hi) in t.ranges.items():
-        for v in (lo, hi) if not t.spec.symmetric else (-max(abs(lo), abs(hi)),
-                                                          max(abs(lo), abs(hi))):  # fmt: skip
+        for v in _clip_range(t, lo, hi):
             ax.axvline(v, color=colours[cal], linewidth=1.0, alpha=0.8)
-    span = max(abs(t.hist_lo), abs(t.hist_hi), 1e-12)
-    ax.set_xlim(min(t.hist_lo, -span if t.spec.symmetric else t.hist_lo) * 1.05,
-                max(t.hist_hi, span if t.spec.symmetric else t.hist_hi) * 1.05)  # fmt: skip
+    # Show the whole grid: a symmetric one spans [-T, T] even when the data is one-sided.
+    lo, hi = _clip_range(t, t.hist_lo, t.hist_hi)
+    pad = 0.05 * max(hi - lo, 1e-12)
+    ax.set_xlim(lo - pad, hi + pad)
     ax.tick_params(labelsize=6)
     fig.tight_layout(pad=0.3)
     return fig

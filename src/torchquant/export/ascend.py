@@ -421,52 +421,69 @@ class AmctConfig:
         return found
 
 
+# JSON kind of every knob, at any level of the config (top level, layer, parameter group).
+_KINDS = {
+    **dict.fromkeys(("batch_num", "version", "num_bits", "num_of_bins"), "int"),
+    **dict.fromkeys(("max_percentile", "min_percentile", "search_step"), "float"),
+    **dict.fromkeys(("act_algo", "wts_algo"), "str"),
+    **dict.fromkeys(
+        ("activation_offset", "weight_offset", "do_fusion", "quant_enable", "channel_wise"), "bool"
+    ),
+    "asymmetric": "bool",
+    "search_range": "range",
+    "skip_layers": "names",
+    "skip_fusion_layers": "names",
+    "activation_quant_params": "activation",
+    "weight_quant_params": "weight",
+}
+
+
 def _build(cls: type[Any], data: Any, where: str) -> Any:
     """``cls(**data)`` with unknown keys and wrong types reported as ``where.key``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {data!r}")
-    types = {name: f.type for name, f in cls.__dataclass_fields__.items() if name != "layers"}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in types:
+        if key not in cls.__dataclass_fields__ or key == "layers":
             raise ConfigError(f"{where}.{key}: unknown key")
-        kwargs[key] = _typed(value, str(types[key]), f"{where}.{key}")
+        kwargs[key] = _value(_KINDS[key], value, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _typed(value: Any, type_name: str, where: str) -> Any:
-    if type_name.startswith("Amct"):
+def _is(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    # JSON true/false decode to bools, which Python also counts as ints.
+    number = (int, float) if kind == "float" else int
+    return isinstance(value, number) and not isinstance(value, bool)
+
+
+def _value(kind: str, value: Any, where: str) -> Any:
+    """``value`` checked against ``kind`` (see `_KINDS`) and converted."""
+    if kind in ("activation", "weight"):
         return _build(
-            AmctActivationParams if "Activation" in type_name else AmctWeightParams, value, where
+            AmctActivationParams if kind == "activation" else AmctWeightParams, value, where
         )
-    checks: list[tuple[str, Any]] = [
-        ("bool", bool),
-        ("int", int),
-        ("float", (int, float)),
-        ("str", str),
-    ]
-    if type_name.startswith("tuple"):
-        inner = "str" if "str" in type_name else "float"
-        if not isinstance(value, list) or not all(_ok(v, inner, checks) for v in value):
-            raise ConfigError(f"{where}: expected a list of {inner}, got {value!r}")
-        if inner == "float" and len(value) != 2:
+    if kind == "names":
+        if not isinstance(value, list) or not all(_is(v, "str") for v in value):
+            raise ConfigError(f"{where}: expected a list of layer names, got {value!r}")
+        return tuple(value)
+    if kind == "range":
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(_is(v, "float") for v in value)
+        ):
             raise ConfigError(f"{where}: expected [lo, hi], got {value!r}")
-        return tuple(float(v) if inner == "float" else v for v in value)
-    base = type_name.split(" ")[0]
-    if value is None and "None" in type_name:
-        return None
-    if not _ok(value, base, checks):
-        raise ConfigError(f"{where}: expected {base}, got {value!r}")
-    return float(value) if base == "float" else value
-
-
-def _ok(value: Any, base: str, checks: list[tuple[str, Any]]) -> bool:
-    expected = dict(checks)[base]
-    # JSON true/false are Python bools, which are also ints: keep them apart.
-    return isinstance(value, expected) and (base == "bool" or not isinstance(value, bool))
+        return (float(value[0]), float(value[1]))
+    if not _is(value, kind):
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 def load_amct_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> AmctConfig:

@@ -14,26 +14,34 @@ quantized/frozen    off         on            fake-quantize with the stored qpar
 ==================  ==========  ============  ===========================================
 
 QAT hot path. For ``minmax`` / ``ema_minmax`` calibrators a training step costs a handful
-of kernels: ``aminmax`` of the batch, an in-place moving-average update of the calibrator's
-own ``min_val``/``max_val`` (so the calibrator state stays the truth), the qparams rule of
-`qparams_from_range` in a sync-free form, and PyTorch's fused fake-quant kernel. In QAT,
-``minmax`` follows the current batch (averaging constant 1): for weights that is AMCT's
-ARQ_RETRAIN ("min/max recomputed each step"); a running min/max over changing weights would
-only grow. ``torch.fused_moving_avg_obs_fake_quant`` is not used: its qparams follow PyTorch's
-``ChooseQuantizationParams`` (e.g. ``amax / 127.5`` for symmetric int8), not torchquant's
-`QuantSpec` rules, and on CPU (torch 2.13) it was not faster than the separate kernels.
+of kernels: ``aminmax`` of the batch, the moving-average update of the calibrator's own
+``min_val``/``max_val`` (so the calibrator state stays the truth, bit-identical to feeding it
+the batches), the scale rule of `qparams_from_range` without its validation syncs (on CPU,
+per tensor, on Python floats rounded to float32), and the fake quantization: on CPU a
+straight-through composition of vectorised kernels that rounds ``x / s`` like `quantize`
+(PyTorch's CPU fake-quant kernels are several times slower), on accelerators PyTorch's
+fused kernels. In QAT, ``minmax`` follows the current batch (averaging constant 1): for
+weights that is AMCT's ARQ_RETRAIN ("min/max recomputed each step"); a running min/max over
+changing weights would only grow. ``torch.fused_moving_avg_obs_fake_quant`` is not used: its
+qparams follow PyTorch's ``ChooseQuantizationParams`` (e.g. ``max(-min/128, max/127)`` for
+symmetric int8), not torchquant's `QuantSpec` rules, and on CPU (torch 2.13) it was slower.
 Histogram calibrators observe every step and recompute qparams every
-``config.refresh_every`` steps. ``learning="lsq"`` (Esser et al. 2020) and ``"ulq"`` (Ascend
-AMCT) initialise their parameters from the calibrator's range on the first batch, AMCT-style,
-then learn them by gradient descent.
+``config.refresh_every`` steps (and on the first). ``learning="lsq"`` (Esser et al. 2020)
+and ``"ulq"`` (Ascend AMCT) initialise their parameters from the calibrator's range on the
+first batch, AMCT-style, then learn them by gradient descent.
 
-NaN/Inf: PTQ observation checks every batch (`Calibrator.observe`). QAT checks the new scale
-(non-finite data makes it non-finite) every step on CPU, and every ``config.check_every`` steps
-on accelerators, where each check is a host-device sync; the moving average keeps a NaN once
-it got in, so the periodic check still sees it. The error names the quantizer.
+Training and eval: in QAT mode the quantizer observes only while ``self.training``; in eval
+it fake-quantizes with the qparams it has (identity before the first training step).
 
-After `convert`, ``exact_rounding`` makes the fake quantization round ``x / s`` through
-`quantize`/`dequantize`, bit for bit what ONNX ``QuantizeLinear``/``DequantizeLinear`` do.
+NaN/Inf: PTQ observation checks every batch (`Calibrator.observe`). QAT checks the batch
+range (per tensor on CPU) or the new scale (non-finite data makes it non-finite) every step
+on CPU, and every ``config.check_every`` steps on accelerators, where each check is a
+host-device sync; the moving average keeps a NaN once it got in, so the periodic check still
+sees it. The error (`NonFiniteError`) names the quantizer.
+
+After `convert`, ``exact_rounding`` makes every device round ``x / s``, bit for bit
+``dequantize(quantize(x))`` (ONNX ``QuantizeLinear``/``DequantizeLinear``), instead of the
+``x * (1 / s)`` of PyTorch's accelerator kernels.
 
 state_dict keys (stable): ``scale``, ``zero_point`` (buffers; ``scale`` is a Parameter for
 LSQ), ``clip_min``/``clip_max`` (ULQ Parameters) and ``_extra_state`` (the calibrator's
@@ -53,7 +61,8 @@ from torchquant.calib import Calibrator, create_calibrator
 from torchquant.calib.minmax import MinMaxCalibrator, batch_min_max
 from torchquant.config import QuantizerConfig
 from torchquant.errors import ConfigError, NonFiniteError
-from torchquant.quant.affine import FLT_EPSILON, dequantize, quantize
+from torchquant.quant._quantizer_math import FakeQuantizeSTE, f32, to_device, ulq_qparams
+from torchquant.quant.affine import FLT_EPSILON, reshape_for_axis
 from torchquant.quant.fake import fake_quantize, fake_quantize_learnable_range, fake_quantize_lsq
 from torchquant.quant.spec import QuantSpec
 
@@ -98,8 +107,8 @@ class Quantizer(nn.Module):
         self.observer_enabled = True
         self.fake_quant_enabled = True
         self.has_qparams = False
-        # Round x / s with quantize/dequantize like ONNX QuantizeLinear (set by convert),
-        # instead of PyTorch's faster x * (1/s) kernels that training uses.
+        # Set by convert: round x / s like ONNX QuantizeLinear on every device (CPU always
+        # does), instead of the x * (1/s) of PyTorch's accelerator kernels used in training.
         self.exact_rounding = False
         self.steps = 0  # QAT training steps observed
         spec = config.spec
@@ -192,7 +201,7 @@ class Quantizer(nn.Module):
         if self.config.learning != "ulq":
             return
         with torch.no_grad():
-            scale, zero_point = _ulq_qparams(self.clip_min, self.clip_max, self.spec)
+            scale, zero_point = ulq_qparams(self.clip_min, self.clip_max, self.spec)
             self._set_qparams(scale, zero_point)
 
     def _set_qparams(self, scale: Tensor, zero_point: Tensor) -> None:
@@ -225,25 +234,38 @@ class Quantizer(nn.Module):
         return x
 
     def _fake_quant(self, x: Tensor) -> Tensor:
-        if self.exact_rounding:
-            scale = self.scale.detach()
-            q = quantize(x, scale, self.zero_point, self.spec)
-            return dequantize(q, scale, self.zero_point, self.spec).to(x.dtype)
         learning = self.config.learning
-        if learning == "none":
-            if x.dtype == torch.float32:
-                # PyTorch's kernels directly: `fake_quantize` would add reshapes and casts.
-                if self.spec.axis is None:
-                    return torch.fake_quantize_per_tensor_affine(
-                        x, self.scale, self.zero_point, self._qmin, self._qmax
-                    )
-                return torch.fake_quantize_per_channel_affine(
-                    x, self.scale, self.zero_point, self.spec.axis % x.dim(), self._qmin, self._qmax
-                )
-            return fake_quantize(x, self.scale, self.zero_point, self.spec)
-        if learning == "lsq":
+        if learning == "lsq" and not self.exact_rounding:
             return fake_quantize_lsq(x, self.scale, self.zero_point, self.spec)
-        return fake_quantize_learnable_range(x, self.clip_min, self.clip_max, self.spec)
+        if learning == "ulq" and not self.exact_rounding:
+            return fake_quantize_learnable_range(x, self.clip_min, self.clip_max, self.spec)
+        scale, zero_point = self.scale.detach(), self.zero_point
+        if x.dtype != torch.float32:
+            return fake_quantize(x, scale, zero_point, self.spec)
+        axis = self.spec.axis
+        if axis is None and x.device.type == "cpu":
+            # Python numbers: reading a CPU scalar costs no sync, and saves kernels.
+            z = int(zero_point)
+            out: Tensor = FakeQuantizeSTE.apply(x, float(scale), self._qmin - z, self._qmax - z)
+            return out
+        if self.exact_rounding or x.device.type == "cpu":
+            scale = reshape_for_axis(scale, x.dim(), axis)
+            if self.spec.symmetric:  # the zero point is the constant grid centre
+                low: Any = self._qmin - self._zp0
+                high: Any = self._qmax - self._zp0
+            else:
+                zero_point = reshape_for_axis(zero_point.float(), x.dim(), axis)
+                low, high = self._qmin - zero_point, self._qmax - zero_point
+            out = FakeQuantizeSTE.apply(x, scale, low, high)
+            return out
+        # Accelerators: PyTorch's fused kernels (one pass over memory).
+        if axis is None:
+            return torch.fake_quantize_per_tensor_affine(
+                x, scale, zero_point, self._qmin, self._qmax
+            )
+        return torch.fake_quantize_per_channel_affine(
+            x, scale, zero_point, axis % x.dim(), self._qmin, self._qmax
+        )
 
     def _qat_step(self, x: Tensor) -> None:
         """One QAT observation: update the range and the qparams."""
@@ -252,6 +274,8 @@ class Quantizer(nn.Module):
             if not self.has_qparams:
                 self.calibrator.observe(x)
                 self.compute_qparams()
+        elif self._streaming and self.spec.axis is None and x.device.type == "cpu":
+            self._streaming_step_cpu(x)
         elif self._streaming:
             self._streaming_step(x)
         else:
@@ -285,13 +309,61 @@ class Quantizer(nn.Module):
             if cal.min_val is None or cal.max_val is None or self._momentum == 1.0:
                 cal.min_val, cal.max_val = lo, hi
             else:
-                cal.min_val.lerp_(lo, self._momentum)
-                cal.max_val.lerp_(hi, self._momentum)
+                # EmaMinMaxCalibrator's m + c * (new - m), in place (lerp_ rounds differently).
+                cal.min_val.add_(lo.sub_(cal.min_val).mul_(self._momentum))
+                cal.max_val.add_(hi.sub_(cal.max_val).mul_(self._momentum))
             cal.num_batches += 1
             self._write_qparams(cal.min_val, cal.max_val)
             if x.device.type == "cpu" or self.steps % self.config.check_every == 0:
                 self._check_scale(cal.min_val, cal.max_val)
         self.has_qparams = True
+
+    def _streaming_step_cpu(self, x: Tensor) -> None:
+        # Per-tensor on CPU: reading scalars costs no device sync, so the moving average and
+        # the scale rule run on Python floats rounded to float32 after every operation
+        # (double has enough bits for that to equal float32 arithmetic exactly), leaving
+        # three small kernels per step, and the NaN/Inf check is free.
+        cal = self.calibrator
+        assert isinstance(cal, MinMaxCalibrator)
+        with torch.no_grad():
+            lo_t, hi_t = torch.aminmax(x)
+            lo, hi = lo_t.item(), hi_t.item()
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise NonFiniteError(
+                    f"quantizer {self.name or '<unnamed>'!r}: NaN or Inf in the observed tensor "
+                    f"(QAT step {self.steps}, batch min {lo} max {hi})"
+                )
+            if cal.min_val is None or cal.max_val is None:
+                cal.min_val, cal.max_val = lo_t.float(), hi_t.float()
+            else:
+                if self._momentum != 1.0:
+                    # EmaMinMaxCalibrator's update m + c * (new - m), in float32.
+                    c = f32(self._momentum)
+                    m_lo, m_hi = cal.min_val.item(), cal.max_val.item()
+                    lo = f32(m_lo + f32(c * f32(lo - m_lo)))
+                    hi = f32(m_hi + f32(c * f32(hi - m_hi)))
+                cal.min_val.fill_(lo)
+                cal.max_val.fill_(hi)
+            cal.num_batches += 1
+            scale, zero_point = self._scalar_qparams(lo, hi)
+            self.scale.fill_(scale)
+            self.zero_point.fill_(zero_point)
+        self.has_qparams = True
+
+    def _scalar_qparams(self, lo: float, hi: float) -> tuple[float, int]:
+        """`qparams_from_range` on float32 values held in Python floats (same results)."""
+        spec = self.spec
+        if spec.symmetric:
+            divisor = self._divisor
+            if spec.scale_rule == "amct" and spec.signed and abs(hi) < abs(lo):
+                divisor += 1.0
+            scale = f32(max(-lo, hi) / divisor)
+            return (1.0 if scale < FLT_EPSILON else scale), self._zp0
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        scale = f32(f32(hi - lo) / self._divisor)
+        scale = 1.0 if scale < FLT_EPSILON else scale
+        zero_point = spec.qmin - round(f32(lo / scale))
+        return scale, min(max(zero_point, spec.qmin), spec.qmax)
 
     def _write_qparams(self, lo: Tensor, hi: Tensor) -> None:
         """`qparams_from_range` written in place into the buffers, without its validation
@@ -339,7 +411,8 @@ class Quantizer(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         device = self.zero_point.device
-        self.calibrator.load_state_dict(_to_device(dict(state["calibrator"]), device))
+        # Copies: the state must not alias the tensors of the module it was saved from.
+        self.calibrator.load_state_dict(to_device(dict(state["calibrator"]), device, copy=True))
         self.has_qparams = bool(state["has_qparams"])
         self.observer_enabled = bool(state["observer_enabled"])
         self.fake_quant_enabled = bool(state["fake_quant_enabled"])
@@ -376,35 +449,8 @@ class Quantizer(nn.Module):
         super()._apply(fn, recurse)
         device = self.zero_point.device
         state = self.calibrator.state_dict()
-        self.calibrator.load_state_dict(_to_device(state, device))
+        self.calibrator.load_state_dict(to_device(state, device))
         return self
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    """Tensors inside nested dicts/lists/tuples moved to ``device``."""
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def _ulq_qparams(clip_min: Tensor, clip_max: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
-    """The qparams `fake_quantize_learnable_range` uses for a clip range (same formula):
-    symmetric grids take ``[-|clip_max|, |clip_max|]``; scales are floored at 1e-8."""
-    half_levels = 2 ** (spec.bits - 1)
-    if spec.symmetric:
-        divisor = half_levels - 1 if spec.signed else (spec.qmax - spec.qmin) / 2
-        scale = clip_max.abs().clamp_min(1e-8) / divisor
-        zp = 0 if spec.signed else half_levels
-        return scale, torch.full_like(scale, zp, dtype=torch.int32)
-    lo = torch.clamp(clip_min, max=0.0)
-    hi = torch.clamp(clip_max, min=0.0)
-    scale = ((hi - lo) / float(spec.qmax - spec.qmin)).clamp_min(1e-8)
-    zero_point = torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax)
-    return scale, zero_point.to(torch.int32)
 
 
 # -- model-level helpers ---------------------------------------------------------------
