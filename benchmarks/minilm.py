@@ -35,6 +35,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in a package: no network
 
@@ -217,7 +218,9 @@ def pair_spearman(reference: Tensor, other: Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--report", help="write the analysis report (HTML) here")
+    parser.add_argument(
+        "--report", help="write the analysis report (HTML) here, and its analysis and plan JSON"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -282,8 +285,12 @@ def main() -> None:
     print(f"validation mean cosine by step: {plan.history}")
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.report:
-        write_report(args.report, analysis, plan, title="all-MiniLM-L6-v2 int8 analysis")
-        print(f"wrote {args.report}")
+        report = Path(args.report)
+        write_report(report, analysis, plan, title="all-MiniLM-L6-v2 int8 analysis")
+        # Re-renderable with `torchquant report X.analysis.json --plan X.plan.json -o X.html`.
+        analysis.save(report.with_suffix(".analysis.json"))
+        plan.save(report.with_suffix(".plan.json"))
+        print(f"wrote {report} and its .analysis.json / .plan.json")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ with torchquant.
 
 What changed from the seed, exactly: ``import torchquant as quantization`` instead of using
 ``torch.quantization``, so every ``torch.quantization.X`` reads ``quantization.X``; the code
-sits in ``main(backend)`` (the seed leaves ``backend`` undefined) and returns the converted
-model; ``print(loss)`` prints the float loss. Everything else is the seed's code.
+sits in ``main(backend)`` (the seed leaves ``backend`` undefined), seeds the RNG and returns
+the converted model; ``loss_fn`` is a ``def`` instead of a lambda assignment (ruff E731).
+Everything else is the seed's code.
 
 Run: ``python examples/seed_qat.py [backend]`` with backend one of tensorrt, ascend,
 onnxruntime, x86, fbgemm, qnnpack.
@@ -52,7 +53,7 @@ def main(backend: str = "fbgemm") -> nn.Module:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        print(loss.item())
+        print(loss)
 
     """Convert"""
     m.eval()

@@ -147,3 +147,18 @@ def test_every_backend_prepares_trains_and_converts(backend: str, preset: object
     torch.testing.assert_close(converted(x), prepared(x), rtol=0, atol=0.05)
     assert isinstance(converted.conv1, tqnn.QuantizedConv2d)
     assert all(isinstance(q, Quantizer) and q.exact_rounding for _, q in iter_quantizers(converted))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_prepares_trains_and_converts() -> None:
+    from torchquant._convert import convert
+
+    model = _fused().cuda()
+    model.qconfig = get_default_qat_qconfig("tensorrt")
+    prepared = prepare_qat(model)
+    x, y = (t.cuda() for t in _data(1)[0])
+    nn.functional.cross_entropy(prepared(x), y).backward()
+    converted = convert(prepared.eval())
+    assert converted.conv1.weight.is_cuda and converted.conv1.output_quantizer.scale.is_cuda
+    torch.testing.assert_close(converted(x), prepared(x), rtol=0, atol=0.05)

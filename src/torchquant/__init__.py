@@ -21,6 +21,7 @@ from torchquant.config import (
     get_default_qat_qconfig,
     get_default_qconfig,
 )
+from torchquant.distributed import sync_calibrators, sync_quantizer_buffers
 from torchquant.errors import (
     CalibrationError,
     ConfigError,
@@ -32,7 +33,6 @@ from torchquant.errors import (
     TorchQuantWarning,
     UnsupportedModelError,
 )
-from torchquant.distributed import sync_calibrators, sync_quantizer_buffers
 from torchquant.export.torch_onnx import ExportResult, export_onnx
 from torchquant.nn import (
     DeQuantStub,

@@ -233,7 +233,8 @@ def _sqnr_figure(tensors: Sequence[TensorProfile], cals: Sequence[str]) -> Figur
     for i, t in enumerate(tensors):
         if t.sqnr_db:
             ax.text(cals.index(t.best()), i, "*", ha="center", va="center", color="white")
-    fig.colorbar(im, ax=ax, label="SQNR (dB); * best")
+    # A tall map (one row per tensor) keeps a thin colour bar.
+    fig.colorbar(im, ax=ax, label="SQNR (dB); * best", aspect=max(20, len(tensors)), pad=0.01)
     fig.tight_layout()
     return fig
 

@@ -80,6 +80,8 @@ class Calibrator(abc.ABC):
         self.spec = spec
         self.tensor_name = tensor_name
         self.num_batches = 0
+        # (min, max) 0-dim tensors of the batch inside `_observe` (None for integer input).
+        self._batch_bounds: tuple[Tensor, Tensor] | None = None
 
     # -- public streaming API --------------------------------------------------------
     def observe(self, x: Tensor) -> None:
@@ -91,7 +93,7 @@ class Calibrator(abc.ABC):
         if x.is_floating_point() and x.dtype != torch.float32:
             # Validate what is observed: a float64 1e39 becomes inf in float32.
             x = x.to(torch.float32)
-        check_finite(x, self.tensor_name)
+        bounds = check_finite(x, self.tensor_name)
         if self.spec.per_channel:
             axis = self.spec.axis
             assert axis is not None
@@ -99,8 +101,13 @@ class Calibrator(abc.ABC):
                 raise ConfigError(
                     f"tensor {self.tensor_name!r}: channel axis {axis} is out of range for shape {tuple(x.shape)}"
                 )
-        with torch.no_grad():
-            self._observe(x.detach().to(torch.float32))
+        # The finiteness check's (min, max), for `_observe` to reuse instead of a second pass.
+        self._batch_bounds = bounds
+        try:
+            with torch.no_grad():
+                self._observe(x.detach().to(torch.float32))
+        finally:
+            self._batch_bounds = None
         self.num_batches += 1
 
     def merge(self, other: Calibrator) -> None:
@@ -150,7 +157,8 @@ class Calibrator(abc.ABC):
     # -- what each algorithm provides ------------------------------------------------
     @abc.abstractmethod
     def _observe(self, x: Tensor) -> None:
-        """Update the state with a validated float32 batch."""
+        """Update the state with a validated float32 batch; ``self._batch_bounds`` holds its
+        ``(min, max)`` when the input was floating point."""
 
     @abc.abstractmethod
     def _merge(self, other: Any) -> None:

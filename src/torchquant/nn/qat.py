@@ -96,6 +96,9 @@ class QuantizedWeightModule(nn.Module):
         self.weight_quantizer = None if weight_cfg is None else Quantizer(weight_cfg)
         self.input_quantizer = activation_quantizer(qconfig) if input_quant else None
         self.output_quantizer = activation_quantizer(qconfig) if output_quant else None
+        for quantizer in (self.weight_quantizer, self.input_quantizer, self.output_quantizer):
+            if quantizer is not None:
+                quantizer.to(self.weight.device)
 
     @classmethod
     def _float_parts(cls, mod: nn.Module) -> nn.Module:

@@ -178,9 +178,10 @@ class _QConvBn(_BnStatsMixin, _QConv):
         w = self._quant_weight(self.weight * f.reshape(w_shape))
         y = self._op(x, w, None, output_size)  # (N, C_out, ...)
         shape = _channel_shape(y.dim(), 1)
-        y = y / f.reshape(shape)
-        if self.bias is not None:
-            y = y + self.bias.reshape(shape)
+        if self.bias is None:
+            y = y / f.reshape(shape)
+        else:  # bias + y / f in one pass over the activation
+            y = torch.addcdiv(self.bias.reshape(shape), y, f.reshape(shape))
         return self._finish(self.bn(y))
 
 

@@ -28,13 +28,17 @@ __all__ = [
 FLT_EPSILON = 1.1920928955078125e-07
 
 
-def check_finite(x: Tensor, name: str) -> None:
+def check_finite(x: Tensor, name: str) -> tuple[Tensor, Tensor] | None:
     """Raise `NonFiniteError` naming ``name`` if ``x`` holds NaN or Inf, and
-    `EmptyCalibrationError` if it has no elements."""
+    `EmptyCalibrationError` if it has no elements.
+
+    Returns ``x``'s ``(min, max)`` (0-dim tensors on its device) when ``x`` is floating
+    point, so that callers need no second pass for the range; None otherwise.
+    """
     if x.numel() == 0:
         raise EmptyCalibrationError(f"tensor {name!r} is empty (shape {tuple(x.shape)})")
     if not x.is_floating_point():
-        return
+        return None
     # One reduction pass: NaN propagates into aminmax and Inf shows as a bound.
     lo, hi = torch.aminmax(x)
     if not bool(torch.isfinite(torch.stack([lo, hi])).all()):
@@ -43,6 +47,7 @@ def check_finite(x: Tensor, name: str) -> None:
         raise NonFiniteError(
             f"tensor {name!r} (shape {tuple(x.shape)}) holds {n_nan} NaN and {n_inf} Inf values"
         )
+    return lo, hi
 
 
 def reshape_for_axis(t: Tensor, ndim: int, axis: int | None) -> Tensor:

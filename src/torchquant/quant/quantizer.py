@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -223,6 +223,10 @@ class Quantizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Observe (if enabled), refresh qparams in QAT training, fake-quantize (if enabled
         and qparams are known); otherwise return ``x`` unchanged."""
+        if not self.has_qparams and self.zero_point.device != x.device:
+            # Made on CPU for a model on an accelerator: follow the first data (PyTorch's
+            # prepare moves observers to the model's device likewise).
+            self.to(x.device)
         if self.observer_enabled:
             if not self.fake_quant_enabled:
                 self.calibrator.observe(x)
@@ -282,15 +286,15 @@ class Quantizer(nn.Module):
             self.calibrator.observe(x)
             if self.steps % self.config.refresh_every == 0 or not self.has_qparams:
                 self.compute_qparams()
-        self.steps += 1
+        # Plain attribute write: nn.Module.__setattr__ costs microseconds per call.
+        self.__dict__["steps"] = self.steps + 1
         after = self.config.freeze_observer_after
         if after is not None and self.steps >= after:
             self.freeze()
 
     def _streaming_step(self, x: Tensor) -> None:
         # The hot path: every dispatcher call here costs microseconds per quantizer and step.
-        cal = self.calibrator
-        assert isinstance(cal, MinMaxCalibrator)
+        cal = cast(MinMaxCalibrator, self.calibrator)  # checked in __init__ (_streaming)
         axis = self.spec.axis
         with torch.no_grad():
             if axis is None:
@@ -316,15 +320,15 @@ class Quantizer(nn.Module):
             self._write_qparams(cal.min_val, cal.max_val)
             if x.device.type == "cpu" or self.steps % self.config.check_every == 0:
                 self._check_scale(cal.min_val, cal.max_val)
-        self.has_qparams = True
+        if not self.has_qparams:
+            self.has_qparams = True
 
     def _streaming_step_cpu(self, x: Tensor) -> None:
         # Per-tensor on CPU: reading scalars costs no device sync, so the moving average and
         # the scale rule run on Python floats rounded to float32 after every operation
         # (double has enough bits for that to equal float32 arithmetic exactly), leaving
         # three small kernels per step, and the NaN/Inf check is free.
-        cal = self.calibrator
-        assert isinstance(cal, MinMaxCalibrator)
+        cal = cast(MinMaxCalibrator, self.calibrator)  # checked in __init__ (_streaming)
         with torch.no_grad():
             lo_t, hi_t = torch.aminmax(x)
             lo, hi = lo_t.item(), hi_t.item()
@@ -348,7 +352,8 @@ class Quantizer(nn.Module):
             scale, zero_point = self._scalar_qparams(lo, hi)
             self.scale.fill_(scale)
             self.zero_point.fill_(zero_point)
-        self.has_qparams = True
+        if not self.has_qparams:
+            self.has_qparams = True
 
     def _scalar_qparams(self, lo: float, hi: float) -> tuple[float, int]:
         """`qparams_from_range` on float32 values held in Python floats (same results)."""
