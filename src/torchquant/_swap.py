@@ -21,29 +21,9 @@ from torchquant._fuse import fuse_module_groups
 from torchquant._plan import Plan
 from torchquant.config import QConfig
 from torchquant.errors import UnsupportedModelError
-from torchquant.nn import fused, qat, qat_bn
+from torchquant.nn.mappings import QAT_MODULE_MAPPINGS
 
-__all__ = ["QAT_CLASSES", "swap_layers"]
-
-QAT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
-    nn.Conv1d: qat.QConv1d,
-    nn.Conv2d: qat.QConv2d,
-    nn.Conv3d: qat.QConv3d,
-    nn.ConvTranspose2d: qat.QConvTranspose2d,
-    nn.Linear: qat.QLinear,
-    fused.ConvReLU1d: qat.QConvReLU1d,
-    fused.ConvReLU2d: qat.QConvReLU2d,
-    fused.ConvReLU3d: qat.QConvReLU3d,
-    fused.LinearReLU: qat.QLinearReLU,
-    fused.ConvBn1d: qat_bn.QConvBn1d,
-    fused.ConvBn2d: qat_bn.QConvBn2d,
-    fused.ConvBn3d: qat_bn.QConvBn3d,
-    fused.ConvBnReLU1d: qat_bn.QConvBnReLU1d,
-    fused.ConvBnReLU2d: qat_bn.QConvBnReLU2d,
-    fused.ConvBnReLU3d: qat_bn.QConvBnReLU3d,
-    fused.ConvTransposeBn2d: qat_bn.QConvTransposeBn2d,
-    fused.BnReLU2d: qat_bn.QBnReLU2d,
-}
+__all__ = ["swap_layers"]
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -79,10 +59,10 @@ def swap_layers(
             plan.add(group[0], kinds[group[0]], "fused", f"{detail}; float")
     for name, qconfig in chosen.items():
         module = model.get_submodule(name)
-        cls = QAT_CLASSES.get(type(module))
+        cls = QAT_MODULE_MAPPINGS.get(type(module))
         if cls is None:
             raise UnsupportedModelError(
                 f"layer {name!r}: no QAT module for {type(module).__name__}"
             )
-        new = cls.from_float(module, qconfig, input_quant=qconfig.activation is not None)  # type: ignore[attr-defined]
+        new = cls.from_float(module, qconfig, input_quant=qconfig.activation is not None)
         _replace(model, name, new)

@@ -286,9 +286,12 @@ class IfmrCalibrator(Calibrator):
         k = lo.numel()
         pos = torch.searchsorted(ordered, up)  # (K, E) values below each edge
         pos = torch.cat([pos.new_zeros(k, 1), pos, pos.new_full((k, 1), ordered.numel())], 1)
-        s1, s2 = _prefix_sums_at(ordered, pos.flatten())  # (K * (E+2),) each
+        # Sums of x - median: (q - x)^2 is the same, with far less cancellation when the
+        # values sit far from 0 relative to the scale.
+        centre = float(ordered[ordered.numel() // 2])
+        s1, s2 = _prefix_sums_at(ordered, centre, pos.flatten())  # (K * (E+2),) each
         n0, s1, s2 = (t.reshape(pos.shape).diff(dim=1) for t in (pos.to(torch.float64), s1, s2))
-        q = j * s32.to(torch.float64)[:, None]  # (K, E+1) cell values
+        q = j * s32.to(torch.float64)[:, None] - centre  # (K, E+1) cell values, centred
         return (n0 * q * q - 2 * q * s1 + s2).sum(dim=1) / self.count
 
     def _losses(self, values: Tensor, weights: Tensor | None, lo: Tensor, hi: Tensor) -> Tensor:
@@ -345,14 +348,15 @@ def _sorted(batches: list[Tensor]) -> Tensor:
     return keys.view(torch.float32)
 
 
-def _prefix_sums_at(ordered: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """``sum(ordered[:p])`` and ``sum(ordered[:p] ** 2)`` for each ``p`` in ``pos`` (Q,),
-    float64 (Q,) each, computed in chunks of the values to bound the temporaries."""
+def _prefix_sums_at(ordered: Tensor, centre: float, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """``sum(y[:p])`` and ``sum(y[:p] ** 2)`` of ``y = ordered - centre`` for each ``p`` in
+    ``pos`` (Q,), float64 (Q,) each, computed in chunks of the values to bound the
+    temporaries."""
     s1 = torch.zeros(pos.shape, dtype=torch.float64, device=pos.device)  # (Q,)
     s2 = torch.zeros_like(s1)
     off1 = off2 = ordered.new_zeros((), dtype=torch.float64)
     for start in range(0, ordered.numel(), _CHUNK):
-        v = ordered[start : start + _CHUNK].to(torch.float64)  # (B,)
+        v = ordered[start : start + _CHUNK].to(torch.float64).sub_(centre)  # (B,)
         c1, c2 = torch.cumsum(v, 0), torch.cumsum(v * v, 0)  # (B,) inclusive
         inside = (pos > start) & (pos <= start + v.numel())  # (Q,) p - 1 in this chunk
         at = pos[inside] - 1 - start

@@ -26,14 +26,13 @@ Source: ../shared/specs/algorithms.md sections 1 and 2.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from torchquant.calib._base import Calibrator, register_calibrator
-from torchquant.calib._histogram import AbsHistogram
-from torchquant.calib._range_histogram import RangeHistogram
+from torchquant.calib._base import register_calibrator
+from torchquant.calib._hist_base import HistogramCalibrator
 from torchquant.errors import ConfigError
 from torchquant.quant.affine import qparams_from_range
 from torchquant.quant.spec import QuantSpec
@@ -82,7 +81,7 @@ def histogram_mse(
 
 
 @register_calibrator("mse")
-class MseCalibrator(Calibrator):
+class MseCalibrator(HistogramCalibrator):
     """Range with the least expected quantization MSE over a histogram (per tensor).
 
     Args:
@@ -107,9 +106,8 @@ class MseCalibrator(Calibrator):
         search: Search = "scale",
         grid_points: int = 64,
     ) -> None:
-        super().__init__(spec, tensor_name=tensor_name)
+        super().__init__(spec, tensor_name=tensor_name, num_bins=num_bins)
         for key, value, least in (
-            ("num_bins", num_bins, 1),
             ("start_bin", start_bin, 0),
             ("stride", stride, 1),
             ("grid_points", grid_points, 1),
@@ -122,26 +120,10 @@ class MseCalibrator(Calibrator):
             raise ConfigError(
                 f"tensor {tensor_name!r}: search must be 'scale' or 'grid', got {search!r}"
             )
-        self.num_bins = num_bins
         self.start_bin = start_bin
         self.stride = stride
         self.search: Search = search
         self.grid_points = grid_points
-        self.hist: AbsHistogram | RangeHistogram = self._new_histogram()
-        # Where an all-zero |x| histogram (no bins yet) puts its zero candidate.
-        self._device = torch.device("cpu")
-
-    def _new_histogram(self) -> AbsHistogram | RangeHistogram:
-        if self.spec.symmetric:
-            return AbsHistogram(self.num_bins, growth="append")
-        return RangeHistogram(self.num_bins)
-
-    def _observe(self, x: Tensor) -> None:
-        self._device = x.device
-        self.hist.add(x)
-
-    def _merge(self, other: Any) -> None:
-        self.hist.merge(other.hist)
 
     def candidate_bins(self, n: int, device: torch.device) -> Tensor:
         """Indices (K,) of the candidate bins of an ``n``-bin histogram."""
@@ -187,13 +169,3 @@ class MseCalibrator(Calibrator):
         lo, hi = self.candidates()
         best = torch.argmin(self.errors())
         return lo[best].to(torch.float32), hi[best].to(torch.float32)
-
-    def _state(self) -> dict[str, Any]:
-        return {"hist": self.hist.state_dict()}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.hist = self._new_histogram()
-        self.hist.load_state_dict(state["hist"])
-
-    def _reset(self) -> None:
-        self.hist = self._new_histogram()

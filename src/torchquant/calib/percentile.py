@@ -20,14 +20,13 @@ Source: ../shared/specs/algorithms.md sections 1 and 2.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from torchquant.calib._base import Calibrator, register_calibrator
-from torchquant.calib._histogram import AbsHistogram
-from torchquant.calib._range_histogram import RangeHistogram
+from torchquant.calib._base import register_calibrator
+from torchquant.calib._hist_base import HistogramCalibrator
 from torchquant.errors import ConfigError
 from torchquant.quant.spec import QuantSpec
 
@@ -75,7 +74,7 @@ def histogram_percentile(
 
 
 @register_calibrator("percentile")
-class PercentileCalibrator(Calibrator):
+class PercentileCalibrator(HistogramCalibrator):
     """Clip at a percentile of the observed values (per tensor).
 
     Args:
@@ -98,14 +97,10 @@ class PercentileCalibrator(Calibrator):
         num_bins: int = 2048,
         interpolation: Interpolation = "linear",
     ) -> None:
-        super().__init__(spec, tensor_name=tensor_name)
+        super().__init__(spec, tensor_name=tensor_name, num_bins=num_bins)
         if not 0.0 < float(percentile) <= 100.0:
             raise ConfigError(
                 f"tensor {tensor_name!r}: percentile must be in (0, 100], got {percentile!r}"
-            )
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ConfigError(
-                f"tensor {tensor_name!r}: num_bins must be a positive int, got {num_bins!r}"
             )
         if interpolation not in ("linear", "edge"):
             raise ConfigError(
@@ -113,23 +108,7 @@ class PercentileCalibrator(Calibrator):
                 f"got {interpolation!r}"
             )
         self.percentile = float(percentile)
-        self.num_bins = num_bins
         self.interpolation: Interpolation = interpolation
-        self.hist: AbsHistogram | RangeHistogram = self._new_histogram()
-        # Where an all-zero |x| histogram (no bins yet) reports its zero range.
-        self._device = torch.device("cpu")
-
-    def _new_histogram(self) -> AbsHistogram | RangeHistogram:
-        if self.spec.symmetric:
-            return AbsHistogram(self.num_bins, growth="append")
-        return RangeHistogram(self.num_bins)
-
-    def _observe(self, x: Tensor) -> None:
-        self._device = x.device
-        self.hist.add(x)
-
-    def _merge(self, other: Any) -> None:
-        self.hist.merge(other.hist)
 
     def _zero_range(self) -> tuple[Tensor, Tensor] | None:
         """``(0, 0)`` when only zeros were seen (the ``|x|`` histogram has no bins yet)."""
@@ -156,13 +135,3 @@ class PercentileCalibrator(Calibrator):
             counts.flip(0), -edges.flip(0), self.percentile, self.interpolation
         )
         return (-neg_lo).to(torch.float32), hi.to(torch.float32)
-
-    def _state(self) -> dict[str, Any]:
-        return {"hist": self.hist.state_dict()}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.hist = self._new_histogram()
-        self.hist.load_state_dict(state["hist"])
-
-    def _reset(self) -> None:
-        self.hist = self._new_histogram()
