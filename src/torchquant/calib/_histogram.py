@@ -17,7 +17,12 @@ and land in bin 0 once a non-zero batch arrives; a histogram that only ever saw 
 Bin index: ``min(floor(|x| * float32(1 / w)), n - 1)`` in float32, the same on every device.
 Counts are float64 (exact integers up to 2^53) on the data's device; counting uses
 ``torch.bincount`` (integer counts, deterministic also on CUDA). Memory: ``n`` float64
-values, where ``n`` grows only when the data range does.
+values, where ``n`` grows only when the data range does. Per batch, `add` reads the data
+once for the range (or reuses the caller's ``(min, max)``, as `Calibrator.observe` passes
+the finiteness check's) and once to count, through cache-sized buffers on CPU. Measured
+(benchmarks/calibrators.py tensors 0-11, one thread, same run): finiteness check + `add`
+5.2 ms per tensor before, 2.6 ms now, identical counts. ``torch.histc`` is not used: float32
+counts and its own binning arithmetic would break the modelopt bin-for-bin match.
 Source: ../shared/specs/algorithms.md section 2.
 """
 

@@ -28,6 +28,11 @@ source bins left of ``L`` use signed offsets as PyTorch does (AMCT computes ``in
 unsigned arithmetic); see `RangeHistogram` for the histogram itself. Constant data returns
 ``(c, c)``. Memory is the histogram: ``num_of_bins`` float64 values whatever the number of
 batches.
+
+Measured (benchmarks/calibrators.py tensors 0-11, 0.8M to 3.1M values, 4096 bins, int8, one
+thread, same run): observe + compute 416-454 ms per tensor with the O(candidates * bins)
+loss and the previous histogram binning, 21-28 ms now (16-20x), same qparams on all 24
+tensor/spec pairs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ _STEP_DIVISOR = 100_000
 _MIN_BIN_RATIO = 4
 # Candidates times bins evaluated per step of the loss: bounds each temporary to 32 MiB.
 _LOSS_BLOCK = 1 << 22
+# The same for the prefix-sum loss: 512 KiB temporaries stay in cache (measured 2x faster
+# than 32 MiB ones on CPU).
+_PREFIX_BLOCK = 1 << 16
 # Prefix-sum losses within this of the minimum are re-scored bin by bin (measured rounding
 # differences are below 2e-11 relative; the margin costs only a few extra rows).
 _ABS_TOL = 1e-12
@@ -171,7 +179,7 @@ def hfmg_losses(counts: Tensor, left: Tensor, right: Tensor, dst_bins: int) -> T
     c_pad = torch.cat([c, zero])  # (n+1,) a zero-width piece at t_D = n reads bin n
     k = torch.arange(dst_bins + 1, dtype=torch.float64, device=device)  # (D+1,)
     losses = []
-    block = max(1, _LOSS_BLOCK // (dst_bins + 1))
+    block = max(1, _PREFIX_BLOCK // (dst_bins + 1))
     for start in range(0, left.numel(), block):
         lo = left[start : start + block].to(torch.float64)[:, None]  # (Kc, 1)
         hi = right[start : start + block].to(torch.float64)[:, None]  # (Kc, 1)

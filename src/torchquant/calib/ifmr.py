@@ -25,7 +25,13 @@ Modes:
 
 ``batch_num`` (AMCT): only the first ``batch_num`` observed batches are used, later ones are
 ignored. `merge` combines everything both calibrators used. Losses are evaluated for all
-candidates at once (data chunked to bound memory), sums in float64.
+candidates at once (data chunked to bound memory), sums in float64. The exact mode sorts the
+held values once (int32 keys; temporaries of about 16 bytes per value) and takes the
+percentiles and every candidate's loss from the sorted values (`_cell_losses`, prefix sums
+per quantization cell); the few candidates within 1e-5 of the best loss are re-scored
+element-wise. Measured (benchmarks/calibrators.py tensors 0-11, 0.8M to 3.1M values, one
+thread, int8, same run): 0.77-0.88 s per tensor before, 48-55 ms after (16x), same qparams on
+all 24 tensor/spec pairs.
 
 Exact vs histogram mode, measured (torch 2.13 CPU; int8; 2**20 values in 8 batches; defaults,
 8192 bins; ``scale_rule="amct"``): largest relative difference of the scale, histogram vs
@@ -69,7 +75,7 @@ _LOSS_BLOCK = 1 << 24
 # Sorted values summed per step of `_prefix_sums_at`: bounds its temporaries to 8 MiB each.
 _CHUNK = 1 << 20
 # Cell-sum losses within this of the minimum are re-scored element-wise (they differ from
-# the float32 element-wise form by up to ~5e-7 relative, measured).
+# the float32 element-wise form by its rounding: measured up to 6.5e-6 relative).
 _REL_TOL = 1e-5
 _ABS_TOL = 1e-30
 
@@ -260,8 +266,10 @@ class IfmrCalibrator(Calibrator):
         ``x`` and ``x^2`` in the cell: differences of prefix sums at the cell edges, found
         by `searchsorted`. A value on a cell edge counts in the upper cell (``torch.round``
         goes to the even one); its error is ``s / 2`` either way. Arithmetic in float64 from
-        the float32 scale: differs from the float32 element-wise form by rounding only
-        (measured: up to 4.3e-7 relative, that form's own rounding).
+        the float32 scale, sums centred on the median. Measured against the float32
+        element-wise form (`_losses`): up to 4.3e-7 relative on the benchmark tensors, 6.5e-6
+        on 8M values of 100 + N(0, 1), where a float64 element-wise sum agrees with this one
+        to 2e-9: the differences are the float32 form's rounding.
         """
         scale, _ = qparams_from_range(lo.to(torch.float32), hi.to(torch.float32), self.spec)
         if self.spec.symmetric:

@@ -61,9 +61,15 @@ from torchquant.calib import Calibrator, create_calibrator
 from torchquant.calib.minmax import MinMaxCalibrator, batch_min_max
 from torchquant.config import QuantizerConfig
 from torchquant.errors import ConfigError, NonFiniteError
-from torchquant.quant._quantizer_math import FakeQuantizeSTE, f32, to_device, ulq_qparams
+from torchquant.quant._quantizer_math import f32, to_device
 from torchquant.quant.affine import FLT_EPSILON, reshape_for_axis
-from torchquant.quant.fake import fake_quantize, fake_quantize_learnable_range, fake_quantize_lsq
+from torchquant.quant.fake import (
+    FakeQuantizeSTE,
+    fake_quantize,
+    fake_quantize_learnable_range,
+    fake_quantize_lsq,
+    learnable_range_qparams,
+)
 from torchquant.quant.spec import QuantSpec
 
 __all__ = [
@@ -201,7 +207,7 @@ class Quantizer(nn.Module):
         if self.config.learning != "ulq":
             return
         with torch.no_grad():
-            scale, zero_point = ulq_qparams(self.clip_min, self.clip_max, self.spec)
+            scale, zero_point = learnable_range_qparams(self.clip_min, self.clip_max, self.spec)
             self._set_qparams(scale, zero_point)
 
     def _set_qparams(self, scale: Tensor, zero_point: Tensor) -> None:
