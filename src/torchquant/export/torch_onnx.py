@@ -9,9 +9,9 @@ emits the ONNX nodes itself, through an autograd function with a ``symbolic`` me
 
 - activations: ``QuantizeLinear -> DequantizeLinear`` with the quantizer's scale and zero
   point (grids under 8 bits add a ``Clip`` to ``[qmin, qmax]`` between them);
-- weights (a quantizer registered as ``*weight_quantizer``): the integer weight, computed
-  once before tracing (so BN folding and narrow range are already applied), as a constant
-  ``int8`` tensor followed by ``DequantizeLinear`` (per-channel with ``axis``).
+- weights: the model is converted first (`torchquant.convert`: BN folded, integer weights
+  on the weight quantizer's grid), and each integer weight becomes an initializer followed
+  by ``DequantizeLinear`` (per-channel with ``axis``).
 
 Activation ``QuantizeLinear`` nodes are named ``<quantizer name>/QuantizeLinear``, in the
 order the quantizers ran, so the ONNX tensor each quantizer guards is known: that gives the
@@ -26,6 +26,7 @@ quantization steps of each output (the scale of the quantizer that produced it, 
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import warnings
@@ -40,10 +41,12 @@ import torch
 from onnx import numpy_helper
 from torch import Tensor, nn
 
+from torchquant._convert import convert
 from torchquant.errors import ExportError
 from torchquant.export.ascend import AmctRecord
 from torchquant.export.tensorrt import amax_to_scale
-from torchquant.quant.affine import quantize
+from torchquant.nn.qat import QuantizedWeightModule
+from torchquant.quant.affine import dequantize
 from torchquant.quant.fake import fake_quantize
 from torchquant.quant.quantizer import Quantizer, iter_quantizers
 
@@ -94,14 +97,15 @@ class _QuantDequant(torch.autograd.Function):
 
 
 class _DequantizeWeight(torch.autograd.Function):
-    """Forward: the float weight's fake quantization; export: DQ(constant integer weight)."""
+    """Forward: ``(q - z) * s`` of an integer weight; export: ``DequantizeLinear(q)``."""
 
     @staticmethod
-    def forward(ctx: Any, w: Tensor, qweight: Tensor, key: int) -> Tensor:
-        return _fake_quant_copy(w, key)
+    def forward(ctx: Any, qweight: Tensor, key: int) -> Tensor:
+        quantizer, scale, zero_point = _EXPORTING[key]
+        return dequantize(qweight, scale, zero_point, quantizer.spec)
 
     @staticmethod
-    def symbolic(g: Any, w: Any, qweight: Any, key: int) -> Any:
+    def symbolic(g: Any, qweight: Any, key: int) -> Any:
         quantizer = _EXPORTING[key][0]
         scale, zp = _onnx_qparams(quantizer)
         kw = {} if quantizer.spec.axis is None else {"axis_i": quantizer.spec.axis}
@@ -129,41 +133,54 @@ def _is_weight_quantizer(name: str) -> bool:
 
 
 class _ExportingQuantizer(Quantizer):
-    """What a `Quantizer` becomes while the model is traced for export (its class is
-    swapped, then restored): it emits Q/DQ nodes, records the order in which activation
-    quantizers run, and has no extra state (the TorchScript tracer reads every state_dict
-    entry as a tensor)."""
+    """What a `Quantizer` becomes while a converted model is traced for export (its class is
+    swapped, then restored): activations emit Q/DQ nodes and record the order in which the
+    quantizers run; integer weights emit ``DequantizeLinear``; no extra state (the
+    TorchScript tracer reads every state_dict entry as a tensor)."""
 
     get_extra_state = nn.Module.get_extra_state
-    _is_weight: bool
     _order: list[str]
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor
         if not self.fake_quant_enabled:  # left float on purpose
             return x
-        if self._is_weight:
-            if "qweight" not in self._buffers:  # capture pass, before the trace
-                qw = quantize(x.detach(), self.scale, self.zero_point, self.spec)
-                # A buffer, so the tracer knows it: it becomes the initializer
-                # "<layer>.weight_quantizer.qweight" of the ONNX model.
-                self.register_buffer(
-                    "qweight", qw.to(torch.int8 if self.spec.signed else torch.uint8)
-                )
-                return self._fake_quant(x)
-            out = _DequantizeWeight.apply(x, self._buffers["qweight"], id(self))
-        else:
-            self._order.append(self.name)
-            out = _QuantDequant.apply(x, id(self))
+        self._order.append(self.name)
+        out: Tensor = _QuantDequant.apply(x, id(self))
+        return out
+
+    def dequantize_integer(self, q: Tensor) -> Tensor:
+        out: Tensor = _DequantizeWeight.apply(q, id(self))
         return out
 
 
 @contextmanager
-def _export_mode(model: nn.Module, example_inputs: tuple[Any, ...]) -> Iterator[list[str]]:
-    """Make every active quantizer emit ONNX Q/DQ nodes while the model is traced; yields
+def _export_mode(model: nn.Module) -> Iterator[list[str]]:
+    """Make every quantizer of a converted model emit ONNX nodes while it is traced; yields
     the names of the activation quantizers in the order they run."""
     quantizers = list(iter_quantizers(model))
-    for name, q in quantizers:
+    order: list[str] = []
+    classes = {id(q): type(q) for _, q in quantizers}
+    names = {id(q): q.name for _, q in quantizers}
+    try:
+        for name, q in quantizers:
+            q.__class__ = _ExportingQuantizer
+            q.name = name
+            vars(q)["_order"] = order
+            copies = (q.scale.detach().clone(), q.zero_point.detach().clone())
+            _EXPORTING[id(q)] = (q, *copies)
+        yield order
+    finally:
+        for _, q in quantizers:
+            _EXPORTING.pop(id(q), None)
+            q.__class__ = classes[id(q)]
+            q.name = names[id(q)]
+            q.__dict__.pop("_order", None)
+
+
+def _deployable(model: nn.Module) -> nn.Module:
+    """A converted copy of ``model`` (BN folded, integer weights, frozen quantizers): what
+    the engine runs, and what is traced; refuses quantizers still calibrating."""
+    for name, q in iter_quantizers(model):
         if q.observer_enabled and not q.fake_quant_enabled:
             raise ExportError(
                 f"quantizer {name!r} is still in calibration mode: calibrate() the model "
@@ -171,29 +188,14 @@ def _export_mode(model: nn.Module, example_inputs: tuple[Any, ...]) -> Iterator[
             )
         if q.fake_quant_enabled and not q.has_qparams:
             raise ExportError(f"quantizer {name!r} has no scale yet: calibrate or train first")
+    converted = convert(copy.deepcopy(model))
+    converted.eval()
+    for _, q in iter_quantizers(converted):
         q.sync_qparams()
-    order: list[str] = []
-    classes = {id(q): type(q) for _, q in quantizers}
-    names = {id(q): q.name for _, q in quantizers}
-    try:
-        for name, q in quantizers:
-            q.__class__ = _ExportingQuantizer
-            _EXPORTING[id(q)] = (q, q.scale.detach().clone(), q.zero_point.detach().clone())
-            q.name = name
-            vars(q).update(_is_weight=_is_weight_quantizer(name), _order=order)
-        # Integer weights are computed once outside the trace so they become constants.
-        with torch.no_grad():
-            model(*example_inputs)
-        order.clear()
-        yield order
-    finally:
-        for _, q in quantizers:
-            _EXPORTING.pop(id(q), None)
-            q.__class__ = classes[id(q)]
-            q.name = names[id(q)]
-            q._buffers.pop("qweight", None)
-            for attr in ("_is_weight", "_order"):
-                q.__dict__.pop(attr, None)
+    for name, module in converted.named_modules():
+        if isinstance(module, QuantizedWeightModule):
+            raise ExportError(f"layer {name!r} was not converted ({type(module).__name__})")
+    return converted
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ def export_onnx(
 
     Args:
         model: a calibrated, QAT-trained or converted torchquant model (quantizers with
-            scales); it is put in eval mode.
+            scales); a converted copy (BN folded, integer weights) is what is traced and
+            checked, ``model`` itself is left as it is.
         example_inputs: a tensor or tuple of tensors for tracing (and for the check).
         path: where to save the model (``None``: keep it in memory only).
         profile: ``"tensorrt"`` rejects any zero point other than 0 and any grid other than
@@ -263,7 +266,7 @@ def export_onnx(
     if opset < 13:
         raise ExportError(f"QDQ export needs opset >= 13 (per-channel axis), got {opset}")
     inputs = _as_tuple(example_inputs)
-    model.eval()
+    model = _deployable(model)
     if profile == "tensorrt":
         _check_tensorrt(model)
     n_in = len(inputs)
@@ -277,7 +280,7 @@ def export_onnx(
     axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
     with (
         tempfile.TemporaryDirectory() as tmp,
-        _export_mode(model, inputs) as order,
+        _export_mode(model) as order,
         warnings.catch_warnings(),
     ):
         traced = os.path.join(tmp, "model.onnx")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from torchquant.errors import UnsupportedModelError
 from torchquant.nn.qat import QuantizedWeightModule
-from torchquant.quant.affine import dequantize, quantize
+from torchquant.quant.affine import quantize
 from torchquant.quant.quantizer import Quantizer
 
 __all__ = [
@@ -68,8 +68,7 @@ class QuantizedModule(nn.Module):
 
     def dequantized_weight(self) -> Tensor:
         """``(w_int - z) * s``: the float weight the engine computes with."""
-        q = self.weight_quantizer
-        return dequantize(self.weight, q.scale, q.zero_point, q.spec)
+        return self.weight_quantizer.dequantize_integer(self.weight)
 
     def _op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -77,7 +76,10 @@ class QuantizedModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        y = self._op(x, self.dequantized_weight().to(x.dtype), self.bias)
+        w = self.dequantized_weight()
+        if w.dtype != x.dtype:  # only then: a no-op cast would sit between DQ and Conv in ONNX
+            w = w.to(x.dtype)
+        y = self._op(x, w, self.bias)
         if self.relu:
             y = F.relu(y)
         return y if self.output_quantizer is None else self.output_quantizer(y)

@@ -62,7 +62,7 @@ from torchquant.calib.minmax import MinMaxCalibrator, batch_min_max
 from torchquant.config import QuantizerConfig
 from torchquant.errors import ConfigError, NonFiniteError
 from torchquant.quant._quantizer_math import f32, to_device
-from torchquant.quant.affine import FLT_EPSILON, reshape_for_axis
+from torchquant.quant.affine import FLT_EPSILON, dequantize, reshape_for_axis
 from torchquant.quant.fake import (
     FakeQuantizeSTE,
     fake_quantize,
@@ -182,6 +182,11 @@ class Quantizer(nn.Module):
         self.observer_enabled = False
 
     # -- qparams ---------------------------------------------------------------------
+    def dequantize_integer(self, q: Tensor) -> Tensor:
+        """``(q - z) * s`` for an integer tensor on this quantizer's grid (a converted
+        module's weight); export turns it into an ONNX ``DequantizeLinear``."""
+        return dequantize(q, self.scale, self.zero_point, self.spec)
+
     def compute_qparams(self) -> None:
         """Calibrator -> ``scale``/``zero_point`` (after PTQ calibration); for LSQ and ULQ,
         (re)initialise the learned parameters from the calibrator's range.
