@@ -4,7 +4,6 @@ import torchquant
 
 EXPECTED = {
     "BACKENDS",
-    "FUNCTIONAL_OPS",
     "CalibrationError",
     "Calibrator",
     "ConfigError",
@@ -14,12 +13,14 @@ EXPECTED = {
     "EmptyCalibrationError",
     "ExportError",
     "ExportResult",
+    "FUNCTIONAL_OPS",
     "FileFormatError",
     "FloatFunctional",
     "NonFiniteError",
     "PrepareConfig",
     "QConfig",
     "QFunctional",
+    "QuantPlan",
     "QuantSpec",
     "QuantStub",
     "Quantizer",
@@ -28,6 +29,10 @@ EXPECTED = {
     "TorchQuantWarning",
     "UnsupportedModelError",
     "__version__",
+    "analysis",
+    "analyze",
+    "apply_plan",
+    "auto_fallback",
     "calib",
     "calibrate",
     "config",
@@ -58,6 +63,7 @@ EXPECTED = {
     "sync_calibrators",
     "sync_quantizer_buffers",
     "unfreeze_bn",
+    "write_report",
 }
 
 

@@ -6,13 +6,14 @@ config's type: `PrepareConfig` (automatic path, no model edits), `EagerPrepareCo
 (behind the eager names `prepare` / `prepare_qat`) and `ConvertConfig` (behind `convert`).
 """
 
-from torchquant import calib, config, distributed, errors, export, nn, quant
+from torchquant import analysis, calib, config, distributed, errors, export, nn, quant
 from torchquant._api import quantize, register_quantize_handler
 from torchquant._auto import FUNCTIONAL_OPS, PrepareConfig
 from torchquant._calibrate import calibrate
 from torchquant._convert import ConvertConfig, convert
 from torchquant._eager import EagerPrepareConfig, prepare, prepare_qat
 from torchquant._fuse import fuse_modules, fuse_modules_qat
+from torchquant.analysis import QuantPlan, analyze, apply_plan, auto_fallback, write_report
 from torchquant.calib import Calibrator, create_calibrator, list_calibrators, register_calibrator
 from torchquant.config import (
     BACKENDS,
@@ -72,6 +73,7 @@ __all__ = [
     "PrepareConfig",
     "QConfig",
     "QFunctional",
+    "QuantPlan",
     "QuantSpec",
     "QuantStub",
     "Quantizer",
@@ -80,6 +82,10 @@ __all__ = [
     "TorchQuantWarning",
     "UnsupportedModelError",
     "__version__",
+    "analysis",
+    "analyze",
+    "apply_plan",
+    "auto_fallback",
     "calib",
     "calibrate",
     "config",
@@ -110,4 +116,5 @@ __all__ = [
     "sync_calibrators",
     "sync_quantizer_buffers",
     "unfreeze_bn",
+    "write_report",
 ]
