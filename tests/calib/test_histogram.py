@@ -152,3 +152,25 @@ def test_state_dict_round_trip() -> None:
 def test_config_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         AbsHistogram(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_steps_and_given_bounds_match_reference(threads: int) -> None:
+    # More values than one binning step (several steps and a partial one on one thread,
+    # one step with several threads), with and without the caller's (min, max).
+    batches = _batches(3, [1.0, 4.0], size=150_001)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        plain, given = AbsHistogram(2048), AbsHistogram(2048)
+        for b in batches:
+            x = torch.from_numpy(b)
+            plain.add(x)
+            given.add(x, torch.aminmax(x))
+    finally:
+        torch.set_num_threads(before)
+    counts, width, _ = reference_histogram(batches, 2048, "append")
+    assert counts is not None and plain.counts is not None and given.counts is not None
+    assert plain.bin_width == given.bin_width == width
+    np.testing.assert_array_equal(plain.counts.numpy(), counts)
+    np.testing.assert_array_equal(given.counts.numpy(), counts)

@@ -274,3 +274,19 @@ def test_default_candidates() -> None:
     r = IfmrCalibrator(ASYM).ratios
     assert r.numel() == 60
     assert float(r[0]) == pytest.approx(0.7) and float(r[-1]) == pytest.approx(1.29)
+
+
+@pytest.mark.parametrize("spec", [ASYM, SYM], ids=["asym", "sym"])
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_exact_prefix_sums_over_many_chunks(
+    spec: QuantSpec, offset: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sorted values are summed in chunks (a small one here, with a partial last chunk);
+    # an offset far from 0 relative to the scale stresses the cancellation in the cell sums.
+    monkeypatch.setattr("torchquant.calib.ifmr._CHUNK", 777)
+    x = make("laplace") + offset
+    cal = IfmrCalibrator(spec)
+    for batch in x.chunk(3):
+        cal.observe(batch)
+    losses, scales = reference_exact(x, spec.symmetric)
+    assert_best(float(cal.compute()[0]), losses, scales)

@@ -154,3 +154,21 @@ def test_merge_with_empty_and_state_round_trip() -> None:
         RangeHistogram(8).load_state_dict(h.state_dict())
     with pytest.raises(ConfigError):
         RangeHistogram(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_steps_and_given_bounds_match_reference(threads: int) -> None:
+    # More values than one binning step on one thread (several steps and a partial one).
+    x = (np.random.default_rng(5).standard_normal(150_001) * 3).astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        plain, given = RangeHistogram(1024), RangeHistogram(1024)
+        plain.add(torch.from_numpy(x))
+        given.add(torch.from_numpy(x), torch.aminmax(torch.from_numpy(x)))
+    finally:
+        torch.set_num_threads(before)
+    expected = ref_bin(x, float(x.min()), float(x.max()), 1024)
+    assert plain.counts is not None and given.counts is not None
+    np.testing.assert_array_equal(plain.counts.numpy(), expected)
+    np.testing.assert_array_equal(given.counts.numpy(), expected)

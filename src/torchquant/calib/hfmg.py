@@ -30,9 +30,9 @@ unsigned arithmetic); see `RangeHistogram` for the histogram itself. Constant da
 batches.
 
 Measured (benchmarks/calibrators.py tensors 0-11, 0.8M to 3.1M values, 4096 bins, int8, one
-thread, same run): observe + compute 416-454 ms per tensor with the O(candidates * bins)
-loss and the previous histogram binning, 21-28 ms now (16-20x), same qparams on all 24
-tensor/spec pairs.
+thread, before and after in the same run, two runs): observe + compute 416-462 ms per tensor
+with the O(candidates * bins) loss and the previous histogram binning, 21-28 ms now
+(16-20x), same qparams on all 24 tensor/spec pairs.
 """
 
 from __future__ import annotations
