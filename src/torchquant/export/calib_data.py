@@ -3,7 +3,9 @@
 Sources (one is picked from the path):
 
 - a ``.npy`` file: one array, either a batch of samples ``(N, *input_shape[1:])`` or a single
-  sample; memory-mapped, so only one batch is read at a time;
+  sample; read in slices of at most ``_NPY_CHUNK_BYTES`` with plain file reads (not a
+  memory map, whose touched pages would count in the process's resident memory), so memory
+  does not grow with the file;
 - a ``.npz`` file: one array, or one array per model input named like the input;
 - a folder of ``.npy``/``.npz`` files: the same, concatenated in file-name order;
 - a folder of images (PNG, JPEG, BMP, PPM, TIFF, WebP), read with Pillow in file-name order,
@@ -102,7 +104,10 @@ class CalibrationData:
 
     def _array_chunks(self) -> Iterator[Feed]:
         for file in self.files:
-            yield _read_arrays(file, self.inputs)
+            if file.suffix == ".npy" and len(self.inputs) == 1:
+                yield from _npy_chunks(file, self.inputs[0])
+            else:
+                yield _read_arrays(file, self.inputs)
 
     def _image_chunks(self) -> Iterator[Feed]:
         (inp,) = self.inputs
@@ -205,6 +210,32 @@ def _read_arrays(file: Path, inputs: Sequence[ModelInput]) -> Feed:
             f"{file}: arrays hold different sample counts: { {k: v.shape for k, v in feed.items()} }"
         )
     return feed
+
+
+# Slice size of streamed .npy reads (bytes).
+_NPY_CHUNK_BYTES = 16 * 2**20
+
+
+def _npy_chunks(file: Path, inp: ModelInput) -> Iterator[Feed]:
+    """A C-ordered batch in a ``.npy`` file, in slices of whole samples read with
+    ``np.fromfile``; other layouts (a single sample, Fortran order) are read whole."""
+    try:
+        header = np.load(file, mmap_mode="r", allow_pickle=False)  # reads the header only
+    except (OSError, ValueError, EOFError) as e:
+        raise FileFormatError(f"{file}: cannot read array file ({e})") from None
+    if header.ndim != len(inp.shape) or not header.flags.c_contiguous:
+        yield _read_arrays(file, (inp,))
+        return
+    shape, dtype, offset = header.shape, header.dtype, int(header.offset)
+    del header
+    sample = int(np.prod(shape[1:], dtype=np.int64))
+    rows = max(1, _NPY_CHUNK_BYTES // max(sample * dtype.itemsize, 1))
+    with open(file, "rb") as f:
+        f.seek(offset)
+        for start in range(0, shape[0], rows):
+            take = min(rows, shape[0] - start)
+            chunk = np.fromfile(f, dtype=dtype, count=take * sample).reshape(take, *shape[1:])
+            yield {inp.name: _as_batch(chunk, inp, file)}
 
 
 def _count(file: Path, inputs: Sequence[ModelInput]) -> int:
