@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from calib_samples import make
 
 from torchquant.calib import HfmgCalibrator, create_calibrator
 from torchquant.calib.hfmg import hfmg_candidates, hfmg_losses
@@ -96,19 +97,6 @@ def assert_best(
     assert got_lo == pytest.approx(ranges[i][0], rel=1e-6, abs=1e-6)
     assert got_hi == pytest.approx(ranges[i][1], rel=1e-6, abs=1e-6)
     assert losses[i] <= min(losses) * (1 + 1e-9), (i, int(np.argmin(losses)))
-
-
-def make(kind: str, n: int = 20_000, seed: int = 0) -> torch.Tensor:
-    torch.manual_seed(seed)
-    if kind == "gaussian":
-        return torch.randn(n)
-    if kind == "laplace":
-        return torch.distributions.Laplace(0.5, 2.0).sample((n,))
-    if kind == "relu":
-        return torch.relu(torch.randn(n))
-    if kind == "student_t2":
-        return torch.distributions.StudentT(2.0).sample((n,))
-    raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "laplace", "relu", "student_t2"])

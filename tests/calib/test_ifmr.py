@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from calib_samples import make
 
 from torchquant.calib import IfmrCalibrator, create_calibrator
 from torchquant.errors import (
@@ -67,27 +68,6 @@ def assert_best(scale: float, losses: list[float], scales: list[float]) -> None:
     assert scale == pytest.approx(scales[i], rel=1e-6)
     best = min(losses)
     assert losses[i] <= best * (1 + 1e-6) + 1e-30, (i, losses.index(best))
-
-
-def make(kind: str, n: int = 20_000, seed: int = 0) -> torch.Tensor:
-    torch.manual_seed(seed)
-    if kind == "gaussian":
-        return torch.randn(n)
-    if kind == "laplace":
-        return torch.distributions.Laplace(0.5, 2.0).sample((n,))
-    if kind == "relu":
-        return torch.relu(torch.randn(n))
-    if kind == "student_t2":
-        return torch.distributions.StudentT(2.0).sample((n,))
-    if kind == "constant":
-        return torch.full((n,), 3.5)
-    if kind == "negative_constant":
-        return torch.full((n,), -2.0)
-    if kind == "zeros":
-        return torch.zeros(n)
-    if kind == "single":
-        return torch.tensor([-1.25])
-    raise AssertionError(kind)
 
 
 KINDS = [

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from calib_samples import KINDS, sample
 
 from torchquant.calib import create_calibrator
 from torchquant.calib.mse import MseCalibrator, histogram_mse
@@ -19,25 +20,6 @@ from torchquant.quant.affine import qparams_from_range
 from torchquant.quant.fake import fake_quantize, fake_quantize_reference
 from torchquant.quant.spec import QuantSpec
 
-
-def sample(kind: str, n: int, seed: int) -> torch.Tensor:
-    """Test data of a named shape, from a seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(n, generator=gen, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-    normal = torch.randn(n, generator=gen, dtype=torch.float64)
-    data = {
-        "gaussian": normal,
-        "laplace": -torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs()),
-        "relu": torch.relu(normal) * 3,
-        # Student-t, df = 2: N / sqrt(chi2_2 / 2), chi2_2 = -2 log U.
-        "student_t2": normal / torch.sqrt(-torch.log(u)),
-        "constant": torch.full((n,), -1.75, dtype=torch.float64),
-        "zeros": torch.zeros(n, dtype=torch.float64),
-    }[kind]
-    return data.to(torch.float32)
-
-
-KINDS = ["gaussian", "laplace", "relu", "student_t2", "constant", "zeros"]
 # A smaller search than the default keeps the reference loops fast.
 SMALL = {"num_bins": 256, "start_bin": 16, "stride": 3}
 

@@ -7,32 +7,13 @@ from fractions import Fraction
 
 import pytest
 import torch
+from calib_samples import KINDS, sample
 
 from torchquant.calib import create_calibrator
 from torchquant.calib.percentile import PercentileCalibrator, histogram_percentile
 from torchquant.errors import ConfigError
 from torchquant.quant.affine import qparams_from_range
 from torchquant.quant.spec import QuantSpec
-
-
-def sample(kind: str, n: int, seed: int) -> torch.Tensor:
-    """Test data of a named shape, from a seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(n, generator=gen, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-    normal = torch.randn(n, generator=gen, dtype=torch.float64)
-    data = {
-        "gaussian": normal,
-        "laplace": -torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs()),
-        "relu": torch.relu(normal) * 3,
-        # Student-t, df = 2: N / sqrt(chi2_2 / 2), chi2_2 = -2 log U.
-        "student_t2": normal / torch.sqrt(-torch.log(u)),
-        "constant": torch.full((n,), -1.75, dtype=torch.float64),
-        "zeros": torch.zeros(n, dtype=torch.float64),
-    }[kind]
-    return data.to(torch.float32)
-
-
-KINDS = ["gaussian", "laplace", "relu", "student_t2", "constant", "zeros"]
 
 
 def nearest_rank(values: torch.Tensor, percentile: float) -> float:
