@@ -7,23 +7,51 @@ embeddings under the attention mask, then L2 normalisation. The eager attention
 implementation is used so that its two ``torch.matmul`` calls (Q·Kᵀ, softmax·V) are
 visible to torchquant's automatic path.
 
-Quantization: ``quantize(encoder, PrepareConfig(functional_ops=("matmul",)), example)``
-with the TensorRT preset: symmetric int8 inputs of every Linear layer and both operands of
-both attention matmuls, per-channel narrow int8 weights (min/max). LayerNorm, softmax, GELU,
-the residual adds and the embeddings stay float. Then ``calibrate(..., method)`` for each
-activation calibrator on 256 generated sentences.
+Quantization: ``quantize(encoder, PrepareConfig(qconfig, functional_ops=("matmul",)),
+example)``: the inputs of all 36 Linear layers and both operands of the 12 attention
+matmuls are int8, the weights per-channel narrow int8 (min/max, TensorRT's weights) in
+every scheme; nothing is left float. LayerNorm, softmax, GELU, the residual adds and the
+embeddings stay float (they are not quantized ops here). Activation schemes (``--schemes``):
+
+- ``symmetric``: symmetric int8 activations, the TensorRT preset
+  (`get_default_qconfig("tensorrt")`); what TensorRT executes.
+- ``uint8``: affine (asymmetric) uint8 activations with a zero point, ONNX Runtime's
+  activation grid (`get_default_qconfig("onnxruntime")`, its ``quantize_static`` default;
+  also x86/oneDNN's). An affine grid puts all 256 levels on the observed range: the
+  softmax output (in [0, 1]) and the GELU output (down to about -0.17) use half of a
+  symmetric grid or less. Deployable where activations may have a zero point (ONNX Runtime
+  QDQ, x86, Ascend), not TensorRT.
+- ``affine-int8``: the same affine grid on signed int8 levels (zero point shifted by 128):
+  same ranges, same numbers as ``uint8`` for every calibrator but ``entropy``, which is
+  symmetric-only (it clips at ``(-T, T)`` on a signed grid and ``(0, T)`` on an unsigned
+  one, dropping every negative value).
+
+Calibrators: every post-training activation calibrator (`default_candidates`) with its
+default options, plus ``percentile`` at 99.999 and, for affine grids, ``mse`` with the 2-D
+``search="grid"`` (lower and upper bound chosen independently). Each row calibrates a fresh
+copy of the prepared, uncalibrated model on the 256 calibration sentences: ``calibrate``
+applies ``method_options`` only when it swaps a quantizer's calibrator for another one, so
+re-calibrating a percentile model at another percentile would silently keep the old
+options; the script checks that every activation quantizer holds the requested ones.
 
 Data: sentences generated deterministically from templates over ten topics (see
-`make_sentences`); calibration, validation (for the automatic fixes) and test sets are
-disjoint. Metrics on the 256 test sentences: mean cosine similarity between each int8
-sentence embedding and its FP32 one, and the Spearman rank correlation (scipy) between the
-FP32 and int8 cosine similarities of all 32,640 sentence pairs.
+`make_sentences`); calibration (256), validation (128) and test (256) sets are disjoint.
+Metrics: mean cosine similarity between each int8 sentence embedding and its FP32 one, on
+the validation and on the test sentences, and on the test sentences the Spearman rank
+correlation (scipy) between the FP32 and int8 cosine similarities of all 32,640 pairs.
+Every choice is made on the validation set: the best calibrator of each scheme is the one
+with the highest validation mean cosine, and the summary reports its test numbers.
 
-Fixes (`torchquant.analysis`), from the percentile calibration (the best single calibrator):
-a layer-wise analysis on 64 calibration sentences; the best calibrator per tensor by SQNR
-(a row of its own); and float fallback of at most 3 layers, chosen on 128 validation
-sentences, until their mean cosine reaches 0.99. Run: ``python benchmarks/minilm.py [--report out.html]``
-(a few minutes on 2 CPU cores).
+Fixes (`torchquant.analysis`), per scheme, from its best calibrator: a layer-wise analysis
+on 64 calibration sentences; the best calibrator per tensor by SQNR (a row of its own); and,
+only where the best calibrator misses 0.99 on validation, float fallback of at most 3
+layers chosen on the validation sentences until their mean cosine reaches 0.99 (a row
+marked as not all-int8). The target: test mean cosine >= 0.99 with every Linear and
+matmul int8, the configuration chosen on validation.
+
+Run: ``python benchmarks/minilm.py [--schemes symmetric,uint8] [--calibrators mse,...]
+[--no-fixes] [--report out.html]`` (all rows of the two default schemes and their fixes:
+a few minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -34,8 +62,10 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in a package: no network
 
@@ -45,7 +75,10 @@ from torch import Tensor, nn
 
 from torchquant._api import quantize
 from torchquant._auto import PrepareConfig
-from torchquant._calibrate import calibrate
+from torchquant._calibrate import calibrate, is_weight_quantizer
+from torchquant.config import QConfig, QuantizerConfig, get_default_qconfig
+from torchquant.quant.quantizer import iter_quantizers
+from torchquant.quant.spec import QuantSpec
 
 Batch = tuple[Tensor, Tensor]  # (input_ids (B, T), attention_mask (B, T))
 
@@ -190,9 +223,76 @@ def tokenize(tokenizer: object, sentences: Sequence[str], batch_size: int = 32) 
     return out
 
 
-def prepare(encoder: nn.Module, example: Batch) -> nn.Module:
-    """The automatic path: every Linear and both attention matmuls, TensorRT int8 preset."""
-    return quantize(encoder, PrepareConfig(functional_ops=("matmul",)), example)
+TARGET = 0.99  # the acceptance threshold on the mean cosine to FP32 embeddings
+
+
+def activation_schemes() -> dict[str, tuple[str, QConfig]]:
+    """``{name: (description, qconfig)}``; all share TensorRT's per-channel int8 weights."""
+    trt = get_default_qconfig("tensorrt")
+    ort = get_default_qconfig("onnxruntime")
+    assert ort.activation is not None
+    affine_int8 = QuantizerConfig(QuantSpec(symmetric=False), calibrator="minmax")
+    return {
+        "symmetric": ("symmetric int8 activations (TensorRT preset)", trt),
+        "uint8": (
+            "affine uint8 activations (ONNX Runtime's grid), int8 per-channel weights",
+            QConfig(activation=ort.activation, weight=trt.weight),
+        ),
+        "affine-int8": (
+            "affine int8 activations (zero point), int8 per-channel weights",
+            QConfig(activation=affine_int8, weight=trt.weight),
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class CalibratorRow:
+    """One activation calibrator with its options, and its label in the table."""
+
+    method: str
+    options: Mapping[str, Any]
+    label: str
+    affine_only: bool = False
+
+
+def calibrator_rows(names: Sequence[str]) -> list[CalibratorRow]:
+    """Every calibrator in ``names`` with default options, then the option variants."""
+    rows = [CalibratorRow(name, {}, name) for name in names]
+    if "percentile" in names:
+        rows.append(CalibratorRow("percentile", {"percentile": 99.999}, "percentile 99.999"))
+    if "mse" in names:
+        rows.append(CalibratorRow("mse", {"search": "grid"}, "mse, 2-D grid search", True))
+    return rows
+
+
+def prepare(encoder: nn.Module, example: Batch, qconfig: QConfig) -> nn.Module:
+    """The automatic path: every Linear and both attention matmuls, with ``qconfig``."""
+    return quantize(encoder, PrepareConfig(qconfig=qconfig, functional_ops=("matmul",)), example)
+
+
+def count_quantized(prepared: nn.Module) -> tuple[int, int, int]:
+    """``(quantized Linear layers, quantized matmul call sites, float entries)`` of the plan."""
+    plan = prepared.torchquant_plan
+    entries = plan.entries.values()
+    linear = sum(e.kind == "Linear" and "quantized" in e.action for e in entries)
+    matmul = sum(e.kind == "matmul" and "quantized" in e.action for e in entries)
+    return linear, matmul, len(plan.by_action("float"))
+
+
+def calibrated(prepared: nn.Module, calib: Sequence[Batch], row: CalibratorRow) -> nn.Module:
+    """A calibrated copy of the (uncalibrated) ``prepared`` model, checked to hold ``row``'s
+    calibrator and options on every activation quantizer."""
+    model = copy.deepcopy(prepared)
+    calibrate(
+        model, calib, row.method, method_options=dict(row.options), num_inputs=2, progress=False
+    )
+    for name, q in iter_quantizers(model):
+        if is_weight_quantizer(name):
+            continue
+        held = (q.config.calibrator, dict(q.config.calibrator_options))
+        if held != (row.method, dict(row.options)):
+            raise RuntimeError(f"{name} holds {held}, not the requested {row.label!r}")
+    return model
 
 
 @torch.no_grad()
@@ -219,7 +319,18 @@ def pair_spearman(reference: Tensor, other: Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--report", help="write the analysis report (HTML) here, and its analysis and plan JSON"
+        "--schemes",
+        default="symmetric,uint8",
+        help="comma-separated activation schemes: symmetric, uint8, affine-int8",
+    )
+    parser.add_argument(
+        "--calibrators", help="comma-separated subset of the calibrators (default: all)"
+    )
+    parser.add_argument("--no-fixes", action="store_true", help="skip the analysis rows")
+    parser.add_argument(
+        "--report",
+        help="write each scheme's analysis report (HTML) next to this path, with its analysis "
+        "and plan JSON",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
@@ -234,6 +345,17 @@ def main() -> None:
     )
     from torchquant.analysis.profile import default_candidates
 
+    all_schemes = activation_schemes()
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    names = default_candidates()
+    if args.calibrators:
+        names = [c.strip() for c in args.calibrators.split(",") if c.strip()]
+    unknown = sorted(set(schemes) - set(all_schemes)) + sorted(
+        set(names) - set(default_candidates())
+    )
+    if unknown:
+        parser.error(f"unknown scheme(s) or calibrator(s): {unknown}")
+
     start = time.perf_counter()
     tokenizer, encoder = load_minilm()
     sentences = make_sentences()
@@ -241,56 +363,123 @@ def main() -> None:
     calib, val, test = (tokenize(tokenizer, s) for s in (calib_s, val_s, test_s))
     print(f"{len(sentences)} sentences generated; calibration 256, validation 128, test 256")
     fp_test, fp_val = embed(encoder, test), embed(encoder, val)
-    prepared = prepare(encoder, calib[0])
-    rows = []
 
-    def row(label: str, model: nn.Module) -> None:
+    # Per scheme: [(label, all int8, validation cosine, test cosine, test Spearman)].
+    tables: dict[str, list[tuple[str, bool, float, float, float]]] = {}
+    best: dict[str, tuple[str, bool, float, float, float]] = {}
+    counts: dict[str, tuple[int, int, int]] = {}
+
+    def add_row(
+        rows: list[tuple[str, bool, float, float, float]],
+        label: str,
+        model: nn.Module,
+        all_int8: bool = True,
+    ) -> None:
+        val_cos = mean_cosine(fp_val, embed(model, val))
         q = embed(model, test)
-        rows.append((label, mean_cosine(fp_test, q), pair_spearman(fp_test, q)))
-        print(f"  {label}: {rows[-1][1]:.5f} (at {time.perf_counter() - start:.0f} s)")
+        cos, rho = mean_cosine(fp_test, q), pair_spearman(fp_test, q)
+        rows.append((label, all_int8, val_cos, cos, rho))
+        at = time.perf_counter() - start
+        print(
+            f"  {label}: validation {val_cos:.5f}, test {cos:.5f}, Spearman {rho:.5f} "
+            f"(at {at:.0f} s)"
+        )
 
-    for method in default_candidates():
-        calibrate(prepared, calib, method, num_inputs=2, progress=False)
-        row(method, prepared)
+    for scheme in schemes:
+        description, qconfig = all_schemes[scheme]
+        prepared = prepare(encoder, calib[0], qconfig)
+        linear, matmul, left_float = counts[scheme] = count_quantized(prepared)
+        print(
+            f"\n{scheme}: {description}; {linear} Linear layers and {matmul} matmuls "
+            f"quantized, {left_float} float entries in the plan"
+        )
+        rows = tables[scheme] = []
 
-    # The fixes start from the best single calibrator (percentile).
-    calibrate(prepared, calib, "percentile", num_inputs=2, progress=False)
-    analysis = analyze(prepared, calib[:2])
-    print(f"analysis: {analysis.forward_passes} passes (at {time.perf_counter() - start:.0f} s)")
-    per_tensor = QuantPlan(calibrators=best_calibrators(analysis))
-    row("best calibrator per tensor (SQNR)", apply_plan(copy.deepcopy(prepared), per_tensor, calib))
+        chosen, label, val_cos = None, "", -1.0  # the best calibrator on validation
+        for crow in calibrator_rows(names):
+            if (
+                crow.affine_only
+                and qconfig.activation is not None
+                and qconfig.activation.spec.symmetric
+            ):
+                continue
+            model = calibrated(prepared, calib, crow)
+            add_row(rows, crow.label, model)
+            if rows[-1][2] > val_cos:
+                chosen, label, val_cos = model, crow.label, rows[-1][2]
+        assert chosen is not None
+        best[scheme] = next(r for r in rows if r[0] == label)
+        if args.no_fixes:
+            continue
+        analysis = analyze(chosen, calib[:2])
+        print(f"  analysis of {label}: {analysis.forward_passes} passes")
+        per_tensor = QuantPlan(calibrators=best_calibrators(analysis))
+        add_row(
+            rows,
+            f"best calibrator per tensor (SQNR), from {label}",
+            apply_plan(copy.deepcopy(chosen), per_tensor, calib),
+        )
+        plan = None
+        if val_cos < TARGET:
+            # Per-tensor SQNR does not predict the embedding metric (the row above), so the
+            # fallback keeps the calibrator everywhere and leaves the most harmful layers float.
+            fixed = copy.deepcopy(chosen)
+            plan = auto_fallback(
+                fixed,
+                analysis,
+                calib,
+                lambda model: mean_cosine(fp_val, embed(model, val)),
+                min_metric=TARGET,
+                max_float_layers=3,
+                criterion=None,
+                metric_name="validation mean cosine",
+            )
+            n = len(plan.float_layers)
+            add_row(rows, f"{label} + {n} float layer(s)", fixed, all_int8=n == 0)
+            print(f"  float layers: {list(plan.float_layers)}")
+            print(f"  validation mean cosine by step: {plan.history}")
+        else:
+            print(f"  {label} meets {TARGET} on validation with every layer int8: no fallback")
+        if args.report:
+            report = Path(args.report)
+            report = report.with_name(f"{report.stem}-{scheme}{report.suffix or '.html'}")
+            plan = plan if plan is not None else QuantPlan()
+            write_report(report, analysis, plan, title=f"all-MiniLM-L6-v2 int8 analysis, {scheme}")
+            # Re-renderable with `torchquant report X.analysis.json --plan X.plan.json -o X.html`.
+            analysis.save(report.with_suffix(".analysis.json"))
+            plan.save(report.with_suffix(".plan.json"))
+            print(f"  wrote {report} and its .analysis.json / .plan.json")
 
-    def val_cosine(model: nn.Module) -> float:
-        return mean_cosine(fp_val, embed(model, val))
-
-    # Per-tensor SQNR does not predict the embedding metric here (the row above), so the
-    # fallback keeps percentile everywhere and leaves the most harmful layers float.
-    fixed = copy.deepcopy(prepared)
-    plan = auto_fallback(
-        fixed,
-        analysis,
-        calib,
-        val_cosine,
-        min_metric=0.99,
-        max_float_layers=3,
-        criterion=None,
-        metric_name="validation mean cosine",
+    for scheme in schemes:
+        print(f"\n{all_schemes[scheme][0]} (`{scheme}`):\n")
+        print(
+            "| activation calibrator | all int8 | mean cosine to FP32 | "
+            "Spearman of pair similarities | validation mean cosine |"
+        )
+        print("|---|---|---|---|---|")
+        for label, all_int8, val_cos, cos, rho in tables[scheme]:
+            mark = "yes" if all_int8 else "no"
+            print(f"| {label} | {mark} | {cos:.4f} | {rho:.4f} | {val_cos:.4f} |")
+        activation = all_schemes[scheme][1].activation
+        if "entropy" in names and activation is not None and not activation.spec.symmetric:
+            print(
+                "\nentropy is symmetric-only: it clips at (-T, T) on a signed grid and at "
+                "(0, T) on an unsigned one, where every negative value is lost."
+            )
+    print(
+        f"\nTarget: test mean cosine >= {TARGET} with every Linear and matmul int8, the "
+        "calibrator chosen on validation:"
     )
-    row(f"percentile + {len(plan.float_layers)} float layer(s)", fixed)
-    print("\n| activation calibrator | mean cosine to FP32 | Spearman of pair similarities |")
-    print("|---|---|---|")
-    for name, cos, rho in rows:
-        print(f"| {name} | {cos:.4f} | {rho:.4f} |")
-    print(f"\nfloat layers: {list(plan.float_layers)}")
-    print(f"validation mean cosine by step: {plan.history}")
+    for scheme in schemes:
+        label, _, val_cos, cos, rho = best[scheme]
+        linear, matmul, left_float = counts[scheme]
+        verdict = "MET" if cos >= TARGET and left_float == 0 else "not met"
+        print(
+            f"  {scheme} ({linear} Linear + {matmul} matmuls int8, {left_float} float): best on "
+            f"validation {label} ({val_cos:.4f}) -> test {cos:.4f}, "
+            f"Spearman {rho:.4f}: {verdict}"
+        )
     print(f"total {time.perf_counter() - start:.0f} s")
-    if args.report:
-        report = Path(args.report)
-        write_report(report, analysis, plan, title="all-MiniLM-L6-v2 int8 analysis")
-        # Re-renderable with `torchquant report X.analysis.json --plan X.plan.json -o X.html`.
-        analysis.save(report.with_suffix(".analysis.json"))
-        plan.save(report.with_suffix(".plan.json"))
-        print(f"wrote {report} and its .analysis.json / .plan.json")
 
 
 if __name__ == "__main__":

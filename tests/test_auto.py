@@ -239,3 +239,14 @@ def test_site_keys_hold_no_line_numbers() -> None:
     keys = list(model.torchquant_functional.sites.keys())
     assert keys and all("_L" not in k for k in keys)
     assert any(k.endswith("_add_0") for k in keys)
+
+
+def test_sequential_root_is_prepared() -> None:
+    """An nn.Sequential root calls every child: the call-site table must be harmless."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    x = torch.randn(8, 3, 6, 6)
+    prepared = quantize(model.eval(), PrepareConfig(), (x,))
+    calibrate(prepared, [x], progress=False)
+    ref = model(x)
+    assert float((prepared(x) - ref).norm() / ref.norm()) < 0.05

@@ -93,3 +93,18 @@ def test_nan_activation_names_the_quantizer_and_batch() -> None:
     data[1][0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match=r"batch 1.*conv1\.input_quantizer"):
         calibrate(_prepared(), data, "minmax", progress=False)
+
+
+def test_method_options_apply_when_the_calibrator_is_unchanged() -> None:
+    """Re-calibrating with the quantizers' own calibrator but new options uses the options."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.randn(64, 8)
+    prepared = quantize(model, PrepareConfig(), (x[:4],))
+    calibrate(prepared, [x], method="percentile", progress=False)
+    calibrate(
+        prepared, [x], method="percentile", method_options={"percentile": 90.0}, progress=False
+    )
+    acts = [q for n, q in iter_quantizers(prepared) if not n.endswith("weight_quantizer")]
+    assert acts and all(q.config.calibrator_options == {"percentile": 90.0} for q in acts)
+    assert all(getattr(q.calibrator, "percentile", None) == 90.0 for q in acts)

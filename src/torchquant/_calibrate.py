@@ -121,7 +121,9 @@ def calibrate(
         raise ConfigError("calibrate() needs a prepared model; this one holds no Quantizer")
     for name, q in quantizers:
         chosen = _choose_method(name, method, layer_methods)
-        if chosen is not None and chosen != q.config.calibrator:
+        if chosen is not None and (
+            chosen != q.config.calibrator or dict(q.config.calibrator_options) != options
+        ):
             _replace(prepared_model, name, q, chosen, options)
         else:
             q.calibrator.reset()

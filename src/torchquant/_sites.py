@@ -152,6 +152,11 @@ class FunctionalQuantizers(nn.Module):
         self._modes: list[_SiteMode] = []
         self._suspended = 0  # depth of library blocks running inside the current forward
 
+    def forward(self, x: Any) -> Any:
+        """Identity: the table is not a layer, but an ``nn.Sequential`` root calls every
+        child in order, this one (registered last) included."""
+        return x
+
     def attach(self, root: nn.Module) -> None:
         """Register the hooks on ``root`` that enter and leave the mode around its forward,
         and those that suspend it inside library blocks (`library_blocks`: QAT layers,
