@@ -277,3 +277,24 @@ def test_modelopt_uneven_levels(levels: int) -> None:
     assert counts is not None and width is not None
     expected = reference_modelopt(counts.numpy(), 64, levels) * width
     assert float(cal.range()[1]) == float(np.float32(expected))
+
+
+@pytest.mark.parametrize(
+    "spec", [QuantSpec(signed=False, symmetric=False), QuantSpec(symmetric=False)]
+)
+def test_one_sided_range_only_for_data_never_negative(spec: QuantSpec) -> None:
+    """|x| search: (-T, T) once a negative value was seen, (0, T) for post-ReLU data."""
+    gen = torch.Generator().manual_seed(0)
+    signed = create_calibrator("entropy", spec, tensor_name="t")
+    relu = create_calibrator("entropy", spec, tensor_name="t")
+    for _ in range(3):
+        x = torch.randn(4096, generator=gen)
+        signed.observe(x)
+        relu.observe(torch.relu(x))
+    lo, hi = signed.range()
+    assert float(lo) == -float(hi) and float(hi) > 0
+    lo, hi = relu.range()
+    assert float(lo) == 0.0 and float(hi) > 0
+    clone = create_calibrator("entropy", spec, tensor_name="t")
+    clone.load_state_dict(signed.state_dict())
+    assert float(clone.range()[0]) < 0

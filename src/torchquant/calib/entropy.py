@@ -5,7 +5,8 @@ A histogram of ``|x|`` (`AbsHistogram`) is accumulated over all batches. For eac
 into ``P[i-1]``, and ``Q`` is ``bins[:i]`` merged into ``L`` levels and expanded back to ``i``
 bins, each level's count shared evenly over its non-empty bins (empty bins stay empty). The
 candidate with the smallest ``KL(P || Q)`` gives the threshold ``T``, the range is
-``(-T, T)`` (``(0, T)`` for an unsigned spec).
+``(-T, T)``, or ``(0, T)`` when no negative value was observed and the grid can use that
+(unsigned or affine specs), e.g. after a ReLU.
 
 Variants (``variant=``):
 
@@ -117,12 +118,18 @@ class EntropyCalibrator(Calibrator):
         self.num_quantized_bins = levels
         self.discard_first_bin = discard_first_bin
         self.histogram = AbsHistogram(num_bins, growth)
+        self.saw_negative = False  # any x < 0 observed: decides whether lo = 0 is allowed
 
     def _observe(self, x: Tensor) -> None:
-        self.histogram.add(x, self._batch_bounds)
+        bounds = self._batch_bounds
+        self.histogram.add(x, bounds)
+        if not self.saw_negative:
+            low = bounds[0] if bounds is not None else x.min()
+            self.saw_negative = bool(low < 0)
 
     def _merge(self, other: Any) -> None:
         self.histogram.merge(other.histogram)
+        self.saw_negative = self.saw_negative or other.saw_negative
 
     def compute_range(self) -> tuple[Tensor, Tensor]:
         hist = self.histogram
@@ -138,17 +145,22 @@ class EntropyCalibrator(Calibrator):
             offset = 0.0 if self.variant == "modelopt" else 0.5
             threshold = (i + offset) * hist.bin_width
         hi = torch.tensor(threshold, dtype=torch.float32, device=device)
-        lo = torch.zeros_like(hi) if not self.spec.signed else -hi
+        # The search is over |x|: the range is symmetric, except that data never seen
+        # negative (post-ReLU) keeps lo = 0 on grids that can use it (unsigned or affine).
+        one_sided = not self.saw_negative and (not self.spec.signed or not self.spec.symmetric)
+        lo = torch.zeros_like(hi) if one_sided else -hi
         return lo, hi
 
     def _state(self) -> dict[str, Any]:
-        return {"histogram": self.histogram.state_dict()}
+        return {"histogram": self.histogram.state_dict(), "saw_negative": self.saw_negative}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.histogram.load_state_dict(state["histogram"])
+        self.saw_negative = bool(state.get("saw_negative", False))
 
     def _reset(self) -> None:
         self.histogram = AbsHistogram(self.histogram.num_bins, self.histogram.growth)
+        self.saw_negative = False
 
 
 def _is_int(v: object) -> bool:
