@@ -22,9 +22,9 @@ embeddings stay float (they are not quantized ops here). Activation schemes (``-
   symmetric grid or less. Deployable where activations may have a zero point (ONNX Runtime
   QDQ, x86, Ascend), not TensorRT.
 - ``affine-int8``: the same affine grid on signed int8 levels (zero point shifted by 128):
-  same ranges, same numbers as ``uint8`` for every calibrator but ``entropy``, which is
-  symmetric-only (it clips at ``(-T, T)`` on a signed grid and ``(0, T)`` on an unsigned
-  one, dropping every negative value).
+  same ranges, same numbers as ``uint8`` for every calibrator. ``entropy`` searches a
+  threshold on ``|x|``, so on an affine grid its range is still ``(-T, T)`` (or ``(0, T)``
+  for data never seen negative).
 
 Calibrators: every post-training activation calibrator (`default_candidates`) with its
 default options, plus ``percentile`` at 99.999 and, for affine grids, ``mse`` with the 2-D
@@ -463,8 +463,8 @@ def main() -> None:
         activation = all_schemes[scheme][1].activation
         if "entropy" in names and activation is not None and not activation.spec.symmetric:
             print(
-                "\nentropy is symmetric-only: it clips at (-T, T) on a signed grid and at "
-                "(0, T) on an unsigned one, where every negative value is lost."
+                "\nentropy searches |x|: on an affine grid its range is still (-T, T) "
+                "(or (0, T) for tensors never seen negative)."
             )
     print(
         f"\nTarget: test mean cosine >= {TARGET} with every Linear and matmul int8, the "
