@@ -27,6 +27,7 @@ from transformers import BertConfig, BertModel
 
 from torchquant._calibrate import calibrate
 from torchquant.analysis import analyze, quantizer_groups
+from torchquant.config import get_default_qconfig
 from torchquant.quant.quantizer import iter_quantizers
 
 LAYERS = 2
@@ -67,7 +68,7 @@ def test_sentences_are_deterministic_and_varied() -> None:
 def test_small_bert_pipeline() -> None:
     encoder = _encoder()
     data = _batches(4)
-    prepared = prepare(encoder, data[0])
+    prepared = prepare(encoder, data[0], get_default_qconfig("tensorrt"))
     groups = quantizer_groups(prepared)
     linears = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear)]
     # Every Linear (q, k, v, attention output, intermediate, output) and the two attention
