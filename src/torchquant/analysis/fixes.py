@@ -19,17 +19,16 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from torchquant.analysis._json_file import load_json, save_json
 from torchquant.analysis.layerwise import (
     Analysis,
     OutputFn,
@@ -38,7 +37,7 @@ from torchquant.analysis.layerwise import (
     quantizer_groups,
     run_batch,
 )
-from torchquant.errors import ConfigError, EmptyCalibrationError, FileFormatError
+from torchquant.errors import ConfigError, EmptyCalibrationError
 from torchquant.quant.quantizer import Quantizer, iter_quantizers
 
 __all__ = [
@@ -108,16 +107,13 @@ class QuantPlan:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+        save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> QuantPlan:
         """Read a file written by `save`; a malformed one is a `FileFormatError` naming it."""
-        p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise FileFormatError(f"{p}: not a torchquant plan file ({e})") from None
+        result: QuantPlan = load_json(path, "plan", cls.from_dict)
+        return result
 
 
 def best_calibrators(analysis: Analysis, criterion: str = "sqnr") -> dict[str, str]:

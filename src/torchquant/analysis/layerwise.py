@@ -24,20 +24,19 @@ for G >= 2 (with G = 1 the last two coincide with the float and the first pass).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from torchquant.analysis._json_file import load_json, save_json
 from torchquant.analysis.profile import TensorLoss, TensorProfile, TensorProfiler, sqnr_db
-from torchquant.errors import ConfigError, EmptyCalibrationError, FileFormatError
+from torchquant.errors import ConfigError, EmptyCalibrationError
 from torchquant.quant.quantizer import Quantizer, iter_quantizers
 
 __all__ = [
@@ -123,16 +122,13 @@ class Analysis:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON (``Infinity`` stands for a lossless SQNR, as Python's json does)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+        save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Analysis:
         """Read a file written by `save`; a malformed one is a `FileFormatError` naming it."""
-        p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise FileFormatError(f"{p}: not a torchquant analysis file ({e})") from None
+        result: Analysis = load_json(path, "analysis", cls.from_dict)
+        return result
 
 
 def quantizer_groups(model: nn.Module) -> dict[str, list[str]]:
