@@ -1,0 +1,2 @@
+#include <qlib/eigen.hpp>
+#include <qlib/eigen.hpp>

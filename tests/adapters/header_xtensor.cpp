@@ -1,0 +1,2 @@
+#include <qlib/xtensor.hpp>
+#include <qlib/xtensor.hpp>
