@@ -138,7 +138,7 @@ class tensor_view {
 
  private:
   T* data_ = nullptr;
-  shape_t shape_{};
+  shape_t shape_{std::size_t{0}};  // a default view is empty (rank 1, size 0), not a scalar
   const char* name_ = nullptr;
 };
 
