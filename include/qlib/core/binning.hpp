@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "../config.hpp"
 
@@ -34,15 +35,19 @@ QLIB_HOST_DEVICE inline std::uint32_t range_bin_index(T x, T lo, T inv_width, st
 }
 
 /// T(1 / width) for the absolute-value histogram, computed in double then rounded to T.
+/// A range so small that 1 / width overflows T (float data with |x| below ~1e-35) gets
+/// the largest finite T instead: bins stay in order, the widths are then approximate.
 template <class T>
 inline T abs_inv_width(double width) noexcept {
-  return static_cast<T>(1.0 / width);
+  const double inv = 1.0 / width;
+  return inv < static_cast<double>(std::numeric_limits<T>::max()) ? static_cast<T>(inv) : std::numeric_limits<T>::max();
 }
 
 /// T(n / (hi - lo)) for the range histogram (hi > lo), computed in double then rounded to T.
 template <class T>
 inline T range_inv_width(double lo, double hi, std::uint32_t nbins) noexcept {
-  return static_cast<T>(static_cast<double>(nbins) / (hi - lo));
+  const double inv = static_cast<double>(nbins) / (hi - lo);
+  return inv < static_cast<double>(std::numeric_limits<T>::max()) ? static_cast<T>(inv) : std::numeric_limits<T>::max();
 }
 
 QLIB_NAMESPACE_END

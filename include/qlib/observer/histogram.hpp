@@ -9,8 +9,10 @@
 //   growth::append adds just enough (n = ceil(amax / w), modelopt), growth::doubling doubles
 //   the count as often as needed (NVIDIA MLPerf calibration.md: what TensorRT does). Zeros
 //   seen before w is known are held in pending_zeros and land in bin 0 once w is set.
-//   Exactness: with equal widths (same first batch) merge() is exact; any split of the
-//   data into batches after the first gives the same counts.
+//   Exactness: with equal widths (same first batch) merge() adds counts bin for bin; any
+//   split of the data into batches after the first gives the same counts, as long as no
+//   later value sits on the first range's top edge (the first |x| max itself: clamped into
+//   the last bin before the histogram grows, binned one bin up after).
 //
 // range_histogram: num_bins equal bins over [lo, hi], the smallest and largest values seen
 //   (Ascend AMCT HFMG, algorithms.md section 5 step 1). A batch inside the range is added as
@@ -58,38 +60,82 @@ constexpr std::uint32_t max_histogram_bins = 1u << 24;
 
 namespace detail {
 
+/// Which of core/binning.hpp's rules bin_values applies.
+enum class bin_kind : std::uint8_t { abs, range };
+
+/// Bin indices of B values: abs_bin_index / range_bin_index's arithmetic (same operations in
+/// T, so the same indices), written branch-free with a fixed trip count so that compilers
+/// vectorize it at -O2 (gcc's default -O2 cost model vectorizes only loops without a scalar
+/// remainder). |x| by fabs instead of `x < 0 ? -x : x` (a branch in scalar code) differs
+/// only in the sign of a zero, which bins the same. The int32 conversion equals the uint32
+/// one of binning.hpp because indices are below 2^24.
+template <std::size_t B, class T>
+void block_bin_indices(const T* v, const bin_rule<T>& rule, bin_kind kind, std::uint32_t* idx) noexcept {
+  const T last = static_cast<T>(rule.bins - 1);
+  const T inv = rule.inv_width;
+  if (kind == bin_kind::abs) {
+    for (std::size_t i = 0; i < B; ++i) {
+      T f = std::fabs(v[i]) * inv;
+      f = f < last ? f : last;
+      idx[i] = static_cast<std::uint32_t>(static_cast<std::int32_t>(f));
+    }
+  } else {
+    const T lo = rule.lo;
+    for (std::size_t i = 0; i < B; ++i) {
+      T f = (v[i] - lo) * inv;
+      f = f > T(0) ? f : T(0);
+      f = f < last ? f : last;
+      idx[i] = static_cast<std::uint32_t>(static_cast<std::int32_t>(f));
+    }
+  }
+}
+
 /// Counts of values[0..n) under rule into counts (size rule.bins), added. Indices are
-/// computed in blocks (a loop that vectorizes), then scattered into four interleaved
-/// sub-tables so consecutive equal indices do not serialize on one counter.
-template <class T, class Index>
-void bin_values(const T* values, std::size_t n, const bin_rule<T>& rule, Index index_of, std::vector<std::uint64_t>& counts) {
-  constexpr std::size_t block = 1024;
+/// computed in blocks of 256 (vectorized, above), then scattered into two interleaved
+/// 32-bit sub-tables, eight increments per step. Measured on one core (AMD EPYC, 64 MiB of
+/// float32, 2048 bins, -O2): the increments are the bound (about one per cycle); blocks of
+/// 256 let the index computation overlap them better than 1024, and two sub-tables beat one
+/// and four with gcc 12 (clang 14 is as fast with one).
+template <class T>
+void bin_values(const T* values, std::size_t n, const bin_rule<T>& rule, bin_kind kind,
+                std::vector<std::uint64_t>& counts) {
+  constexpr std::size_t block = 256;
   const std::size_t nb = rule.bins;
-  std::vector<std::uint32_t> sub(4 * nb, 0);
-  std::uint32_t idx[block];
+  std::vector<std::uint32_t> sub(2 * nb, 0);
+  std::uint32_t* const t0 = sub.data();
+  std::uint32_t* const t1 = t0 + nb;
+  alignas(64) std::uint32_t idx[block];
   std::size_t since_flush = 0;
   auto flush = [&] {
     for (std::size_t j = 0; j < nb; ++j) {
-      counts[j] += static_cast<std::uint64_t>(sub[j]) + sub[nb + j] + sub[2 * nb + j] + sub[3 * nb + j];
-      sub[j] = sub[nb + j] = sub[2 * nb + j] = sub[3 * nb + j] = 0;
+      counts[j] += static_cast<std::uint64_t>(t0[j]) + t1[j];
+      t0[j] = t1[j] = 0;
     }
     since_flush = 0;
   };
-  for (std::size_t off = 0; off < n; off += block) {
-    const std::size_t m = std::min(block, n - off);
-    const T* v = values + off;
-    for (std::size_t i = 0; i < m; ++i) idx[i] = index_of(v[i]);
-    std::size_t i = 0;
-    for (; i + 4 <= m; i += 4) {
-      ++sub[idx[i]];
-      ++sub[nb + idx[i + 1]];
-      ++sub[2 * nb + idx[i + 2]];
-      ++sub[3 * nb + idx[i + 3]];
+  std::size_t off = 0;
+  for (; n - off >= block; off += block) {
+    block_bin_indices<block>(values + off, rule, kind, idx);
+    for (std::size_t i = 0; i < block; i += 8) {
+      const std::uint32_t a0 = idx[i], a1 = idx[i + 1], a2 = idx[i + 2], a3 = idx[i + 3];
+      const std::uint32_t a4 = idx[i + 4], a5 = idx[i + 5], a6 = idx[i + 6], a7 = idx[i + 7];
+      ++t0[a0];
+      ++t1[a1];
+      ++t0[a2];
+      ++t1[a3];
+      ++t0[a4];
+      ++t1[a5];
+      ++t0[a6];
+      ++t1[a7];
     }
-    for (; i < m; ++i) ++sub[idx[i]];
-    since_flush += m;
+    since_flush += block;
     if (since_flush > (std::size_t{1} << 31)) flush();  // uint32 sub-counters never overflow
   }
+  const std::size_t rest = n - off;
+  const T* v = values + off;
+  for (std::size_t i = 0; i < rest; ++i)
+    ++t0[kind == bin_kind::abs ? abs_bin_index(v[i], rule.inv_width, rule.bins)
+                               : range_bin_index(v[i], rule.lo, rule.inv_width, rule.bins)];
   flush();
 }
 
@@ -158,9 +204,7 @@ class abs_histogram {
       return;
     }
     std::vector<std::uint64_t> c(rule.bins, 0);
-    const T inv = rule.inv_width;
-    const std::uint32_t nb = rule.bins;
-    detail::bin_values(x.data(), x.size(), rule, [inv, nb](T v) { return abs_bin_index(v, inv, nb); }, c);
+    detail::bin_values(x.data(), x.size(), rule, detail::bin_kind::abs, c);
     accumulate(c.data(), c.size());
   }
 
@@ -234,7 +278,11 @@ class abs_histogram {
   void grow_to(double amax, std::size_t bins) {
     const std::size_t n = counts_.size();
     std::size_t need = std::max(bins, n);
-    const double cover = std::ceil(amax / width_);
+    // amax / width can exceed a whole number of bins by an ulp (amax / (amax / n) is not
+    // always n in floating point): a ratio within a relative 1e-12 above an integer counts
+    // as that integer, so the batch that set the width, or one with the same maximum, adds
+    // no bin (its top value lands in the last bin, which holds its right edge).
+    const double cover = std::ceil(amax / width_ * (1.0 - 1e-12));
     if (cover > static_cast<double>(max_histogram_bins))
       detail::fail(errc::invalid_argument, "abs_histogram: a value of " + std::to_string(amax) + " needs more than " +
                                                std::to_string(max_histogram_bins) + " bins of width " +
@@ -333,9 +381,7 @@ class range_histogram {
       return;
     }
     std::vector<std::uint64_t> c(rule.bins, 0);
-    const T lo = rule.lo, inv = rule.inv_width;
-    const std::uint32_t nb = rule.bins;
-    detail::bin_values(x.data(), x.size(), rule, [lo, inv, nb](T v) { return range_bin_index(v, lo, inv, nb); }, c);
+    detail::bin_values(x.data(), x.size(), rule, detail::bin_kind::range, c);
     accumulate(c.data(), c.size());
   }
 
