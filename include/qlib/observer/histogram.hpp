@@ -213,26 +213,35 @@ class abs_histogram {
   void merge(const abs_histogram& other) {
     if (other.num_bins_ != num_bins_ || other.growth_ != growth_)
       detail::fail(errc::invalid_argument, "abs_histogram: cannot merge histograms with different options");
-    pending_zeros_ += other.pending_zeros_;
     if (other.counts_.empty()) {
+      pending_zeros_ += other.pending_zeros_;
       flush_pending();
       return;
     }
     if (counts_.empty()) {
       counts_ = other.counts_;
       width_ = other.width_;
+      pending_zeros_ += other.pending_zeros_;
       flush_pending();
       return;
     }
+    // Everything is computed aside first, so a failure leaves this histogram unchanged.
     std::vector<double> theirs = other.counts_;
+    std::vector<double> mine = counts_;
+    double width = width_;
     if (other.width_ > width_) {
-      counts_ = rebin(counts_, width_, other.width_);
-      width_ = other.width_;
+      mine = rebin(mine, width_, other.width_);
+      width = other.width_;
     } else if (other.width_ < width_) {
       theirs = rebin(theirs, other.width_, width_);
     }
-    grow_to(static_cast<double>(theirs.size()) * width_, theirs.size());
-    for (std::size_t j = 0; j < theirs.size(); ++j) counts_[j] += theirs[j];
+    const std::size_t need = bins_needed(mine.size(), width, static_cast<double>(theirs.size()) * width, theirs.size());
+    if (need > mine.size()) mine.resize(need, 0.0);
+    for (std::size_t j = 0; j < theirs.size(); ++j) mine[j] += theirs[j];
+    counts_ = std::move(mine);
+    width_ = width;
+    pending_zeros_ += other.pending_zeros_;
+    flush_pending();
   }
 
   void reset() noexcept {
@@ -276,24 +285,32 @@ class abs_histogram {
   }
   // Adds bins of the same width until the range covers amax and holds at least `bins` bins.
   void grow_to(double amax, std::size_t bins) {
-    const std::size_t n = counts_.size();
+    const std::size_t need = bins_needed(counts_.size(), width_, amax, bins);
+    if (need > counts_.size()) counts_.resize(need, 0.0);
+  }
+  // The bin count that covers amax and holds at least `bins` bins, grown from n by this
+  // histogram's rule; fails (before anything changes) past max_histogram_bins.
+  std::size_t bins_needed(std::size_t n, double width, double amax, std::size_t bins) const {
     std::size_t need = std::max(bins, n);
     // amax / width can exceed a whole number of bins by an ulp (amax / (amax / n) is not
     // always n in floating point): a ratio within a relative 1e-12 above an integer counts
     // as that integer, so the batch that set the width, or one with the same maximum, adds
     // no bin (its top value lands in the last bin, which holds its right edge).
-    const double cover = std::ceil(amax / width_ * (1.0 - 1e-12));
+    const double cover = std::ceil(amax / width * (1.0 - 1e-12));
     if (cover > static_cast<double>(max_histogram_bins))
       detail::fail(errc::invalid_argument, "abs_histogram: a value of " + std::to_string(amax) + " needs more than " +
                                                std::to_string(max_histogram_bins) + " bins of width " +
-                                               std::to_string(width_) + " (the first batch set the width)");
+                                               std::to_string(width) + " (the first batch set the width)");
     need = std::max(need, static_cast<std::size_t>(cover));
     if (growth_ == histogram_growth::doubling) {
       std::size_t m = n;
       while (m < need) m *= 2;
       need = m;
     }
-    if (need > n) counts_.resize(need, 0.0);
+    if (need > max_histogram_bins)
+      detail::fail(errc::invalid_argument, "abs_histogram: growing to " + std::to_string(need) + " bins exceeds " +
+                                               std::to_string(max_histogram_bins) + " bins");
+    return need;
   }
   // Re-bins counts of width w onto the coarser width w2: the cumulative count, linear inside
   // each source bin, sampled at the new edges.
