@@ -129,9 +129,9 @@ TEST_CASE("amct record: every malformed record is a parse_error naming the line"
       {"record { key: \"a\" value {\n offset_d: 2147483648 } }", "f:2:", "is not a decimal int32"},
       {"record { key: \"a\" value {\n offset_d: 0x10 } }", "f:2:", "is not a decimal int32"},
       {"record { key: \"a\" value {\n offset_d: 1.0 } }", "f:2:", "is not a decimal int32"},
-      {"record { key: \"a\" value { offset_d: 0 scale_w: 1 offset_w: 0\n} }", "f:2:", "missing scale_d"},
-      {"record { key: \"a\" value { scale_d: 1 scale_w: 1 offset_w: 0\n} }", "f:2:", "missing offset_d"},
-      {"record { key: \"a\" value { scale_d: 1 offset_d: 0\n} }", "f:2:", "missing scale_w"},
+      {"record { key: \"a\" value { offset_d: 0 scale_w: 1 offset_w: 0\n} }", "f:2:", "offset_d without scale_d"},
+      {"record { key: \"a\" value { scale_d: 1 scale_w: 1 offset_w: 0\n} }", "f:2:", "scale_d without offset_d"},
+      {"record { key: \"a\" value {\n} }", "f:2:", "neither scale_d nor scale_w"},
       {"record { key: \"a\" value { scale_d: 1 offset_d: 0 scale_w: 1 scale_w: 2 offset_w: 0\n} }", "f:2:",
        "2 scale_w but 1 offset_w"},
       {"record { key: \"a\" " + v + " }\nrecord { key: \"a\" " + v + " }", "f:2:", "layer 'a' is recorded twice"},
@@ -169,7 +169,8 @@ TEST_CASE("amct record: the writer refuses what the reader would reject") {
   x = e;
   x.scale_w.clear();
   x.offset_w.clear();
-  rejects(x, "no scale_w");
+  x.has_data = false;
+  rejects(x, "neither data nor weight factors");
   x = e;
   x.offset_w.push_back(0);
   rejects(x, "1 scale_w but 2 offset_w");
@@ -193,4 +194,17 @@ TEST_CASE("amct record: the writer refuses what the reader would reject") {
   CHECK_THAT(qlib::try_read_amct_record_file(path, &one).message(), Catch::StartsWith(path + ":2:"));
   std::remove(path.c_str());
   CHECK(qlib::try_read_amct_record_file(path, &one).code() == qlib::errc::io_error);
+}
+
+TEST_CASE("amct record: data-only and weight-only entries round-trip") {
+  const std::string text =
+      "record {\n  key: \"pool\"\n  value {\n    scale_d: 0.5\n    offset_d: -3\n  }\n}\n"
+      "record {\n  key: \"fc\"\n  value {\n    scale_w: 0.25\n    offset_w: 0\n  }\n}\n";
+  const amct_record r = qlib::parse_amct_record(text, "f");
+  REQUIRE(r.records.size() == 2);
+  CHECK(r.records[0].has_data);
+  CHECK(r.records[0].scale_w.empty());
+  CHECK_FALSE(r.records[1].has_data);
+  CHECK(r.records[1].scale_w == std::vector<float>{0.25f});
+  CHECK(qlib::write_amct_record(r) == text);
 }

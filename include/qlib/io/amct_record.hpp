@@ -18,6 +18,9 @@
 //
 // scale_d (float) / offset_d (int32) quantize the layer's input on AMCT's signed grid;
 // scale_w / offset_w repeat once per output channel (offset_w is 0: ARQ is symmetric).
+// An entry may carry data factors only (a layer without weights, or a record written from
+// activations alone) or weight factors only (weights calibrated on their own, e.g. by
+// qlib-calibrate --method arq); has_data tells which, so files round-trip exactly.
 //
 // Reader: the text-format subset these files use, tolerant of layout: any whitespace and
 // line breaks, '#' comments, "value {" or "value: {", single or double quoted keys with C
@@ -56,6 +59,7 @@ struct amct_record_entry {
   std::int32_t offset_d = 0;           ///< input data offset (AMCT's signed grid)
   std::vector<float> scale_w;          ///< weight scale, one per output channel
   std::vector<std::int32_t> offset_w;  ///< weight offset, one per output channel (0)
+  bool has_data = true;                ///< scale_d / offset_d present (false: weight factors only)
 };
 
 /// A record file: its entries in file order.
@@ -204,9 +208,9 @@ class amct_record_parser {
         }
       }
     }
-    if (!have_sd) return err(who + ": missing scale_d");
-    if (!have_od) return err(who + ": missing offset_d");
-    if (e->scale_w.empty()) return err(who + ": missing scale_w");
+    if (have_sd != have_od) return err(who + (have_sd ? ": scale_d without offset_d" : ": offset_d without scale_d"));
+    if (!have_sd && e->scale_w.empty() && e->offset_w.empty()) return err(who + ": neither scale_d nor scale_w");
+    e->has_data = have_sd;
     if (e->scale_w.size() != e->offset_w.size())
       return err(who + ": " + std::to_string(e->scale_w.size()) + " scale_w but " + std::to_string(e->offset_w.size()) +
                  " offset_w");
@@ -401,18 +405,20 @@ inline status try_write_amct_record(const amct_record& record, std::string* out)
     const std::string who = "AMCT record: layer " + detail::text::quote(e.key) + ": ";
     if (e.key.empty()) return {errc::invalid_argument, "AMCT record: empty layer key"};
     if (!seen.insert(e.key).second) return {errc::invalid_argument, who + "recorded twice"};
-    if (e.scale_w.empty()) return {errc::invalid_argument, who + "no scale_w"};
+    if (!e.has_data && e.scale_w.empty()) return {errc::invalid_argument, who + "neither data nor weight factors"};
     if (e.scale_w.size() != e.offset_w.size())
       return {errc::invalid_argument, who + std::to_string(e.scale_w.size()) + " scale_w but " +
                                           std::to_string(e.offset_w.size()) + " offset_w"};
-    if (const char* why = detail::amct_bad_scale(e.scale_d))
+    if (const char* why = e.has_data ? detail::amct_bad_scale(e.scale_d) : nullptr)
       return {errc::invalid_argument, who + "scale_d " + std::to_string(e.scale_d) + " " + why};
     for (std::size_t c = 0; c < e.scale_w.size(); ++c)
       if (const char* why = detail::amct_bad_scale(e.scale_w[c]))
         return {errc::invalid_argument, who + "scale_w[" + std::to_string(c) + "] " + std::to_string(e.scale_w[c]) + " " + why};
     t += "record {\n  key: \"" + detail::amct_escape(e.key) + "\"\n  value {\n";
-    t += "    scale_d: " + detail::text::format_protobuf_float(e.scale_d) + "\n";
-    t += "    offset_d: " + std::to_string(e.offset_d) + "\n";
+    if (e.has_data) {
+      t += "    scale_d: " + detail::text::format_protobuf_float(e.scale_d) + "\n";
+      t += "    offset_d: " + std::to_string(e.offset_d) + "\n";
+    }
     for (float s : e.scale_w) t += "    scale_w: " + detail::text::format_protobuf_float(s) + "\n";
     for (std::int32_t o : e.offset_w) t += "    offset_w: " + std::to_string(o) + "\n";
     t += "  }\n}\n";
