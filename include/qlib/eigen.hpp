@@ -17,6 +17,7 @@
 #include "core/qparams.hpp"
 #include "core/quantize.hpp"
 #include "core/tensor_view.hpp"
+#include "fakequant/fake_quant.hpp"
 
 QLIB_NAMESPACE_BEGIN
 namespace eigen {
@@ -87,19 +88,14 @@ row_major_array<T> dequantize(const Eigen::DenseBase<Derived>& q, const P& param
   return out;
 }
 
-/// Fake-quant (quantize then dequantize) of x, per tensor.
-template <class Derived>
-row_major_array<typename Derived::Scalar> fake_quantize(const Eigen::DenseBase<Derived>& x,
-                                                        const qparams<typename Derived::Scalar>& p,
+/// Fake-quant (quantize then dequantize) of x, per tensor or per channel (P is qparams<T>
+/// or channel_qparams<T>; axis 0 = rows, 1 = columns), as fakequant/fake_quant.hpp.
+template <class Derived, class P>
+row_major_array<typename Derived::Scalar> fake_quantize(const Eigen::DenseBase<Derived>& x, const P& params,
                                                         const qspec& spec, rounding mode = rounding::half_to_even) {
   using T = typename Derived::Scalar;
-  qlib::detail::throw_if(spec.validate());
-  qlib::detail::throw_if(qlib::detail::check_qparams(p, spec));
   row_major_array<T> out(x.rows(), x.cols());
-  const std::int32_t lo = spec.qmin(), hi = spec.qmax();
-  with_view(x, nullptr, [&](tensor_view<const T> v) {
-    for (std::size_t i = 0; i < v.size(); ++i) out.data()[i] = fake_quantize_value(v[i], p.scale, p.zero_point, lo, hi, mode);
-  });
+  with_view(x, nullptr, [&](tensor_view<const T> v) { qlib::fake_quantize<T>(v, params, spec, tensor_view<T>(out.data(), v.shape()), mode); });
   return out;
 }
 

@@ -28,8 +28,10 @@ enum class qscheme : std::uint8_t { symmetric, affine };
 ///   (T/127.5 for int8 [-128, 127]); affine s = (hi - lo) / (qmax - qmin),
 ///   z = qmin - round(lo / s) clamped to the grid.
 /// - amct: Ascend AMCT (algorithms.md section 5): symmetric s = T / (2^(b-1) - 1 + n)
-///   with n = 1 when |hi| < |lo|; affine s = (hi - lo) / (2^b - 1),
-///   z = round(-2^(b-1) - lo / s); s < FLT_EPSILON becomes 1.
+///   with n = 1 unless |hi| > |lo| and hi > 0 (the negative side at least as large: ties
+///   divide by 2^(b-1), as AMCT's ARQ / IFMR / HFMG kernels pick lo when |hi| == |lo|);
+///   affine s = (hi - lo) / (2^b - 1), z = -2^(b-1) - round(lo / s) with C's round (half
+///   away from zero), the order AMCT computes it in; s < FLT_EPSILON becomes 1.
 /// In every convention a scale below FLT_EPSILON (constant or all-zero data) becomes 1,
 /// so parameters are always finite and positive.
 enum class qconvention : std::uint8_t { tensorrt, torch, amct };
@@ -158,7 +160,9 @@ qparams<T> qparams_from_range(T lo, T hi, const qspec& spec) {
       divisor = static_cast<T>(qmax - qmin) / T(2);
     } else {
       divisor = half - T(1);
-      if (spec.convention == qconvention::amct && std::fabs(hi) < std::fabs(lo)) divisor += T(1);
+      // AMCT (hicann/amct quantize_lib arq.cpp, ifmr.cpp, hfmg.cpp): the signed value of
+      // larger magnitude, lo on a tie, divides by 2^(b-1) - 1 when positive, else 2^(b-1).
+      if (spec.convention == qconvention::amct && !(std::fabs(hi) > std::fabs(lo)) && lo < T(0)) divisor += T(1);
     }
     p.scale = t / divisor;
     if (!(p.scale >= eps)) p.scale = T(1);
@@ -168,15 +172,16 @@ qparams<T> qparams_from_range(T lo, T hi, const qspec& spec) {
   // Affine: the range must contain 0 so that 0 is exactly representable.
   const T l = std::fmin(lo, T(0)), h = std::fmax(hi, T(0));
   if (spec.convention == qconvention::amct) {
-    // AMCT: s = (mx - mn) / (2^b - 1), offset = round(-2^(b-1) - mn / s); for an unsigned
-    // grid the offset moves up by 2^(b-1).
+    // AMCT: s = (mx - mn) / (2^b - 1), offset = -2^(b-1) - round(mn / s) with C's round
+    // (half away from zero; ifmr.cpp, hfmg.cpp, arq.cpp); for an unsigned grid the offset
+    // moves up by 2^(b-1).
     p.scale = (h - l) / static_cast<T>(qmax - qmin);
     if (!(p.scale >= eps)) {
       p.scale = T(1);
       p.zero_point = qmin;
       return p;
     }
-    const T z = round_half_even(static_cast<T>(qmin) - l / p.scale);
+    const T z = static_cast<T>(qmin) - std::round(l / p.scale);
     p.zero_point = static_cast<std::int32_t>(std::fmin(std::fmax(z, T(qmin)), T(qmax)));
     return p;
   }
