@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 QLIB_FUZZ_SECONDS ?= 20
 
 DEB_PACKAGES := cmake g++ clang catch2 libbenchmark-dev libeigen3-dev xtensor-dev \
-  nlohmann-json3-dev libopenmpi-dev openmpi-bin libfmt-dev python3 python3-numpy
+  nlohmann-json3-dev libopenmpi-dev openmpi-bin libfmt-dev libtorch-dev python3 python3-numpy
 
 NVCC := $(shell command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 
