@@ -132,6 +132,8 @@ TEST_CASE("amct record: every malformed record is a parse_error naming the line"
       {"record { key: \"a\" value { offset_d: 0 scale_w: 1 offset_w: 0\n} }", "f:2:", "offset_d without scale_d"},
       {"record { key: \"a\" value { scale_d: 1 scale_w: 1 offset_w: 0\n} }", "f:2:", "scale_d without offset_d"},
       {"record { key: \"a\" value {\n} }", "f:2:", "neither scale_d nor scale_w"},
+      // Found by fuzz.amct_record: an empty key was read but could not be written back.
+      {"record {\n key: \"\" value { scale_d: 1 offset_d: 0 } }", "f:2:", "empty layer key"},
       {"record { key: \"a\" value { scale_d: 1 offset_d: 0 scale_w: 1 scale_w: 2 offset_w: 0\n} }", "f:2:",
        "2 scale_w but 1 offset_w"},
       {"record { key: \"a\" " + v + " }\nrecord { key: \"a\" " + v + " }", "f:2:", "layer 'a' is recorded twice"},

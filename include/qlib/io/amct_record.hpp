@@ -104,6 +104,7 @@ class amct_record_parser {
           if (!(s = expect(tk::colon, "':' after 'key'")).ok()) return s;
           if (!(s = next()).ok()) return s;
           if (tok_.kind != tk::string) return err("key must be a quoted string, got " + describe());
+          if (tok_.text.empty()) return err("empty layer key");
           e.key = tok_.text;
           have_key = true;
         } else if (tok_.text == "value") {
