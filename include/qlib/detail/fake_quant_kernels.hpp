@@ -34,7 +34,8 @@
 // slower than -O3 on the forward); asking it to unroll the block fixes that. Not for
 // clang (it interleaves on its own, and the pragma makes it unroll before vectorizing),
 // nor for the loops with lane sums (learnable_kernels.hpp), which g++ would scalarize.
-#if defined(__GNUC__) && !defined(__clang__)
+// nvcc's front end defines __GNUC__ but rejects GCC's pragma spelling.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #define QLIB_FQ_UNROLL _Pragma("GCC unroll 16")
 #else
 #define QLIB_FQ_UNROLL
