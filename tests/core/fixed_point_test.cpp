@@ -13,7 +13,9 @@
 #include "fuse/exact_requant.hpp"
 
 using qlib::multiply_by_quantized_multiplier;
+using qlib::multiply_by_quantized_multiplier_single_rounding;
 using qlib::quantize_multiplier;
+using qlib::requantize_rounding;
 using qlib::rounding_divide_by_pot;
 using qlib::saturating_rounding_doubling_high_mul;
 using qlib_test::i128;
@@ -24,6 +26,9 @@ static_assert(saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN) == INT
 static_assert(rounding_divide_by_pot(-3, 1) == -2, "ties away from zero");
 static_assert(multiply_by_quantized_multiplier(7, 1 << 30, 1) == 7, "M = 1 is the identity");
 static_assert(qlib::requantize(1000, 1 << 30, 0, 5, -128, 127) == 127, "clamped");
+static_assert(qlib::multiply_by_quantized_multiplier_single_rounding(3, 1 << 30, -1) == 1, "0.75 -> 1, one rounding");
+static_assert(qlib::requantize(3, 1 << 30, -1, 0, -128, 127, qlib::requantize_rounding::single_rounding) == 1,
+              "single rounding through requantize");
 
 namespace {
 
@@ -188,6 +193,94 @@ TEST_CASE("fixed_point: requantize adds the zero point and clamps, exactly as th
   // ReLU clamp: qmin = zero point.
   CHECK(qlib::requantize(-1000, 1 << 30, 0, -20, -20, 127) == -20);
   CHECK(qlib::requantize(1000, qlib::quantized_multiplier{1 << 30, -3}, 3, -128, 127) == 66);  // 1000 / 16 = 62.5 -> 63
+}
+
+TEST_CASE("fixed_point: single rounding, published and edge values") {
+  // TFLite's TFLITE_SINGLE_ROUNDING form: (acc * m0 + 2^(30 - shift)) >> (31 - shift).
+  CHECK(multiply_by_quantized_multiplier_single_rounding(1, 1 << 30, 0) == 1);    // 0.5 -> 1
+  CHECK(multiply_by_quantized_multiplier_single_rounding(-1, 1 << 30, 0) == 0);   // -0.5 -> 0 (ties up)
+  CHECK(multiply_by_quantized_multiplier_single_rounding(3, 1 << 30, 0) == 2);    // 1.5 -> 2
+  CHECK(multiply_by_quantized_multiplier_single_rounding(-3, 1 << 30, 0) == -1);  // -1.5 -> -1
+  CHECK(multiply_by_quantized_multiplier_single_rounding(5, 1 << 30, -1) == 1);   // 1.25 -> 1
+  // Why it exists: 1 * 0.375 (m0 = 0.75, shift -1). Double rounding: SRDHM rounds
+  // 1 * 0.75 to 1, the right shift rounds 1 / 2 = 0.5 to 1; the nearest integer is 0.
+  CHECK(multiply_by_quantized_multiplier(1, 3 << 29, -1) == 1);
+  CHECK(multiply_by_quantized_multiplier_single_rounding(1, 3 << 29, -1) == 0);
+  CHECK(multiply_by_quantized_multiplier_single_rounding(1000, 1 << 30, -3) == 63);    // 62.5 -> 63
+  CHECK(multiply_by_quantized_multiplier_single_rounding(-1000, 1 << 30, -3) == -62);  // -62.5 -> -62
+  CHECK(multiply_by_quantized_multiplier_single_rounding(7, 1 << 30, 1) == 7);         // M = 1
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MAX, 1 << 30, 1) == INT32_MAX);
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MIN, 1 << 30, 1) == INT32_MIN);
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MAX, 1 << 30, 2) == INT32_MAX);  // saturates
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MIN, INT32_MAX, -31) == -1);     // -(1 - 2^-31)
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MIN, 1 << 30, -31) == 0);        // -0.5 -> 0
+  // Out-of-range shifts are defined (clamped to [-31, 31]), never undefined behaviour.
+  CHECK(multiply_by_quantized_multiplier_single_rounding(5, 1 << 30, 31) == INT32_MAX);  // the product, saturated
+  CHECK(multiply_by_quantized_multiplier_single_rounding(5, 3, 40) == 15);
+  CHECK(multiply_by_quantized_multiplier_single_rounding(INT32_MAX, INT32_MAX, -100) == 1);  // as shift -31
+  CHECK(multiply_by_quantized_multiplier_single_rounding(12345, INT32_MAX, -100) == 0);
+  for (std::int32_t acc : edge_values())
+    for (std::int32_t m0 : {0, 1, 1 << 30, (1 << 30) + 1, 3 << 29, INT32_MAX - 1, INT32_MAX})
+      for (int shift = -31; shift <= 30; ++shift) {
+        INFO("acc = " << acc << ", m0 = " << m0 << ", shift = " << shift);
+        REQUIRE(multiply_by_quantized_multiplier_single_rounding(acc, m0, shift) ==
+                qlib_test::ref_mbqm_single(acc, m0, shift));
+      }
+}
+
+TEST_CASE("fixed_point: single rounding is the nearest integer to acc * M, exactly, on random values") {
+  rng32 r(6);
+  int differ_from_double = 0, right_shifted = 0;
+  for (int i = 0; i < 300000; ++i) {
+    const std::int32_t acc = i % 2 ? r.spread() : r.any();
+    const std::int32_t m0 = r.mantissa();
+    const int shift = r.shift();
+    const std::int32_t got = multiply_by_quantized_multiplier_single_rounding(acc, m0, shift);
+    INFO("acc = " << acc << ", m0 = " << m0 << ", shift = " << shift);
+    REQUIRE(got == qlib_test::ref_mbqm_single(acc, m0, shift));
+    REQUIRE(got == multiply_by_quantized_multiplier(acc, qlib::quantized_multiplier{m0, shift},
+                                                    requantize_rounding::single_rounding));
+    // Unless saturated: |got - acc * m0 / 2^(31 - shift)| <= 1/2, with a tie only rounded up.
+    const i128 d = pow2(31 - shift);
+    const i128 exact2 = static_cast<i128>(acc) * m0 * 2;  // 2 * acc * m0, against 2 * got * d
+    const i128 err2 = static_cast<i128>(got) * d * 2 - exact2;
+    if (got != INT32_MAX && got != INT32_MIN) {
+      REQUIRE(err2 <= d);
+      REQUIRE(err2 > -d);
+    }
+    // Where the classic form has no right shift (shift >= 0) and does not saturate, both
+    // forms are the same single rounding: the default path is unchanged there.
+    const std::int32_t classic = multiply_by_quantized_multiplier(acc, m0, shift);
+    const i128 shifted = static_cast<i128>(acc) * pow2(shift > 0 ? shift : 0);
+    if (shift >= 0 && shifted <= INT32_MAX && shifted >= INT32_MIN) REQUIRE(classic == got);
+    if (shift < 0) {
+      ++right_shifted;
+      differ_from_double += classic != got;
+      REQUIRE(std::abs(static_cast<long long>(classic) - got) <= 1);
+    }
+  }
+  INFO("classic double rounding differs from single rounding on " << differ_from_double << " of " << right_shifted
+                                                                  << " right-shifted products");
+  CHECK(differ_from_double > 0);  // the two options are not the same function
+}
+
+TEST_CASE("fixed_point: requantize takes the rounding option; double rounding stays the default") {
+  rng32 r(7);
+  for (int i = 0; i < 200000; ++i) {
+    const std::int32_t acc = r.spread(), m0 = r.mantissa();
+    const int shift = r.shift();
+    const std::int32_t z = static_cast<std::int32_t>(r.g() % 256) - 128;
+    const qlib::quantized_multiplier m{m0, shift};
+    REQUIRE(qlib::requantize(acc, m, z, -128, 127) == qlib_test::ref_requantize(acc, m0, shift, z, -128, 127));
+    REQUIRE(qlib::requantize(acc, m, z, -128, 127, requantize_rounding::double_rounding) ==
+            qlib_test::ref_requantize(acc, m0, shift, z, -128, 127));
+    REQUIRE(qlib::requantize(acc, m, z, -128, 127, requantize_rounding::single_rounding) ==
+            qlib_test::ref_requantize_single(acc, m0, shift, z, -128, 127));
+    REQUIRE(multiply_by_quantized_multiplier(acc, m, requantize_rounding::double_rounding) ==
+            multiply_by_quantized_multiplier(acc, m0, shift));
+  }
+  CHECK(std::string(qlib::to_string(requantize_rounding::single_rounding)) == "single_rounding");
+  CHECK(std::string(qlib::to_string(requantize_rounding::double_rounding)) == "double_rounding");
 }
 
 TEST_CASE("fixed_point: quantize_multiplier round trip over the whole range") {

@@ -3,6 +3,7 @@
 // used by tests/core/fixed_point_test.cpp and the fuse tests.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace qlib_test {
@@ -48,6 +49,36 @@ inline std::int32_t ref_requantize(std::int32_t acc, std::int32_t m0, int shift,
                                    std::int32_t qmax) {
   const i128 v = static_cast<i128>(ref_mbqm(acc, m0, shift)) + z;
   return static_cast<std::int32_t>(v < qmin ? qmin : v > qmax ? qmax : v);
+}
+
+/// TFLite's single-rounding MultiplyByQuantizedMultiplier, from its definition:
+/// floor(acc * m0 / 2^(31 - shift) + 1/2) (nearest, ties towards +infinity), saturated.
+/// shift in [-31, 30].
+inline std::int32_t ref_mbqm_single(std::int32_t acc, std::int32_t m0, int shift) {
+  const i128 d = pow2(31 - shift);
+  return clamp32(floor_div(2 * static_cast<i128>(acc) * m0 + d, 2 * d));
+}
+
+inline std::int32_t ref_requantize_single(std::int32_t acc, std::int32_t m0, int shift, std::int32_t z,
+                                          std::int32_t qmin, std::int32_t qmax) {
+  const i128 v = static_cast<i128>(ref_mbqm_single(acc, m0, shift)) + z;
+  return static_cast<std::int32_t>(v < qmin ? qmin : v > qmax ? qmax : v);
+}
+
+/// floor(c * s_in / s_out + 1/2) computed exactly: both scales are doubles, i.e. exact
+/// rationals A 2^ea and B 2^eb with 53-bit integers A and B. Needs |c| < 2^20 and
+/// 2^-60 < s_in / s_out < 2^40.
+inline i128 exact_scaled_half_up(std::int64_t c, double s_in, double s_out) {
+  int ea = 0, eb = 0;
+  const double fa = std::frexp(s_in, &ea), fb = std::frexp(s_out, &eb);
+  const i128 a = static_cast<i128>(std::ldexp(fa, 53)), b = static_cast<i128>(std::ldexp(fb, 53));
+  const int d = ea - eb;
+  i128 num = static_cast<i128>(c) * a, den = b;
+  if (d >= 0)
+    num *= pow2(d);
+  else
+    den *= pow2(-d);
+  return floor_div(2 * num + den, 2 * den);
 }
 
 }  // namespace qlib_test

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <qlib/fuse/convert.hpp>
 #include <qlib/fuse/int_kernels.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -86,9 +87,12 @@ std::vector<std::int8_t> slow_int_conv(const std::vector<std::int8_t>& x, const 
           const std::size_t idx = ((n * c.co + o) * oh + i) * ow + j;
           const std::int32_t acc32 = qlib_test::clamp32(acc);
           if (acc_out) (*acc_out)[idx] = acc32;
-          out[idx] = static_cast<std::int8_t>(qlib_test::ref_requantize(acc32, L.multiplier[o].m0,
-                                                                        L.multiplier[o].shift, L.output.zero_point,
-                                                                        L.output_range.min, L.output_range.max));
+          out[idx] = static_cast<std::int8_t>(
+              L.rounding == qlib::requantize_rounding::single_rounding
+                  ? qlib_test::ref_requantize_single(acc32, L.multiplier[o].m0, L.multiplier[o].shift,
+                                                     L.output.zero_point, L.output_range.min, L.output_range.max)
+                  : qlib_test::ref_requantize(acc32, L.multiplier[o].m0, L.multiplier[o].shift, L.output.zero_point,
+                                              L.output_range.min, L.output_range.max));
         }
   return out;
 }
@@ -188,39 +192,44 @@ TEST_CASE("int_kernels: conv2d is bit-exact to the slow reference and within one
       {3, 2, 5, 5, 3, 1, 1, conv2d_geometry{}, false, true},                      // 1x1
   };
   std::uint64_t seed = 10;
-  for (const conv_case& c : cases) {
-    const auto xf = qlib_test::sample<float>(qlib_test::dist::laplace, c.n * c.ci * c.h * c.w, seed++);
-    const auto wf = randn(c.co * (c.ci / c.g.groups) * c.kh * c.kw, seed++, 0.3f);
-    const auto bf = randn(c.co, seed++, 0.2f);
-    const qparams<float> in{0.04f, 5}, out{c.relu ? 0.03f : 0.06f, c.relu ? -128 : -3};
-    qlib::convert_options o;
-    o.relu = c.relu;
-    const auto L = qlib::convert_layer(view(wf.data(), shape_t{c.co, c.ci / c.g.groups, c.kh, c.kw}),
-                                       c.with_bias ? view(bf) : qlib::tensor_view<const float>(), in, out, o);
-    const auto xq = quantize_input(xf, in);
-    const shape_t in_shape{c.n, c.ci, c.h, c.w};
-    const shape_t out_shape = qlib::conv2d_output_shape(in_shape, L.weight_shape, c.g);
-    std::vector<std::int8_t> got(out_shape.numel());
-    qlib::conv2d(view(xq.data(), in_shape), L, c.g, got.data());
-    std::vector<std::int32_t> acc(out_shape.numel()), acc_ref;
-    qlib::conv2d_accumulate(view(xq.data(), in_shape), L.input.zero_point, view(L.weight.data(), L.weight_shape),
-                            view(L.bias), c.g, acc.data());
-    const auto slow = slow_int_conv(xq, L, c, out_shape, &acc_ref);
-    const auto real = real_conv(xq, L, c, out_shape);
-    CHECK(acc == acc_ref);
-    CHECK(got == slow);
-    int diff = 0, distinct = 0;
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      REQUIRE(std::abs(got[i] - real[i]) <= 1);
-      diff += got[i] != real[i];
-      distinct += got[i] != got[0];
+  for (const qlib::requantize_rounding rounding :
+       {qlib::requantize_rounding::double_rounding, qlib::requantize_rounding::single_rounding})
+    for (const conv_case& c : cases) {
+      const auto xf = qlib_test::sample<float>(qlib_test::dist::laplace, c.n * c.ci * c.h * c.w, seed++);
+      const auto wf = randn(c.co * (c.ci / c.g.groups) * c.kh * c.kw, seed++, 0.3f);
+      const auto bf = randn(c.co, seed++, 0.2f);
+      const qparams<float> in{0.04f, 5}, out{c.relu ? 0.03f : 0.06f, c.relu ? -128 : -3};
+      qlib::convert_options o;
+      o.relu = c.relu;
+      o.rounding = rounding;
+      INFO("rounding: " << qlib::to_string(rounding));
+      const auto L = qlib::convert_layer(view(wf.data(), shape_t{c.co, c.ci / c.g.groups, c.kh, c.kw}),
+                                         c.with_bias ? view(bf) : qlib::tensor_view<const float>(), in, out, o);
+      CHECK(L.rounding == rounding);
+      const auto xq = quantize_input(xf, in);
+      const shape_t in_shape{c.n, c.ci, c.h, c.w};
+      const shape_t out_shape = qlib::conv2d_output_shape(in_shape, L.weight_shape, c.g);
+      std::vector<std::int8_t> got(out_shape.numel());
+      qlib::conv2d(view(xq.data(), in_shape), L, c.g, got.data());
+      std::vector<std::int32_t> acc(out_shape.numel()), acc_ref;
+      qlib::conv2d_accumulate(view(xq.data(), in_shape), L.input.zero_point, view(L.weight.data(), L.weight_shape),
+                              view(L.bias), c.g, acc.data());
+      const auto slow = slow_int_conv(xq, L, c, out_shape, &acc_ref);
+      const auto real = real_conv(xq, L, c, out_shape);
+      CHECK(acc == acc_ref);
+      CHECK(got == slow);
+      int diff = 0, distinct = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        REQUIRE(std::abs(got[i] - real[i]) <= 1);
+        diff += got[i] != real[i];
+        distinct += got[i] != got[0];
+      }
+      INFO("output " << out_shape.str() << ": " << diff << " of " << got.size() << " differ by one step");
+      CHECK(diff * 50 < static_cast<int>(got.size()));
+      CHECK(distinct > 0);  // not a degenerate (all-clamped) output
+      if (c.relu)
+        for (std::int8_t v : got) CHECK(v >= L.output.zero_point);
     }
-    INFO("output " << out_shape.str() << ": " << diff << " of " << got.size() << " differ by one step");
-    CHECK(diff * 50 < static_cast<int>(got.size()));
-    CHECK(distinct > 0);  // not a degenerate (all-clamped) output
-    if (c.relu)
-      for (std::int8_t v : got) CHECK(v >= L.output.zero_point);
-  }
 }
 
 TEST_CASE("int_kernels: linear is bit-exact to the slow reference and within one step of the real computation") {
@@ -228,36 +237,43 @@ TEST_CASE("int_kernels: linear is bit-exact to the slow reference and within one
   const auto xf = qlib_test::sample<float>(qlib_test::dist::relu, rows * k_in, 40);
   const auto wf = randn(m_out * k_in, 41, 0.2f), bf = randn(m_out, 42, 0.3f);
   const qparams<float> in{0.03f, -128}, out{0.05f, 7};
-  for (bool relu : {false, true}) {
-    qlib::convert_options o;
-    o.relu = relu;
-    const auto L = qlib::convert_layer(view(wf.data(), shape_t{m_out, k_in}), view(bf), in, out, o);
-    const auto xq = quantize_input(xf, in);
-    const shape_t in_shape{2, 3, k_in};
-    REQUIRE(qlib::linear_output_shape(in_shape, L.weight_shape) == (shape_t{2, 3, m_out}));
-    std::vector<std::int8_t> got(rows * m_out);
-    qlib::linear(view(xq.data(), in_shape), L, got.data());
-    int diff = 0;
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t m = 0; m < m_out; ++m) {
-        qlib_test::i128 acc = L.bias[m];
-        double y = L.bias[m] * static_cast<double>(in.scale) * L.weight_scale[m];
-        for (std::size_t k = 0; k < k_in; ++k) {
-          acc += static_cast<qlib_test::i128>(L.weight[m * k_in + k]) * (xq[r * k_in + k] - in.zero_point);
-          y += (xq[r * k_in + k] - in.zero_point) * static_cast<double>(in.scale) * L.weight[m * k_in + k] *
-               L.weight_scale[m];
+  for (const qlib::requantize_rounding rounding :
+       {qlib::requantize_rounding::double_rounding, qlib::requantize_rounding::single_rounding})
+    for (bool relu : {false, true}) {
+      qlib::convert_options o;
+      o.relu = relu;
+      o.rounding = rounding;
+      const auto L = qlib::convert_layer(view(wf.data(), shape_t{m_out, k_in}), view(bf), in, out, o);
+      const bool single = rounding == qlib::requantize_rounding::single_rounding;
+      const auto xq = quantize_input(xf, in);
+      const shape_t in_shape{2, 3, k_in};
+      REQUIRE(qlib::linear_output_shape(in_shape, L.weight_shape) == (shape_t{2, 3, m_out}));
+      std::vector<std::int8_t> got(rows * m_out);
+      qlib::linear(view(xq.data(), in_shape), L, got.data());
+      int diff = 0;
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t m = 0; m < m_out; ++m) {
+          qlib_test::i128 acc = L.bias[m];
+          double y = L.bias[m] * static_cast<double>(in.scale) * L.weight_scale[m];
+          for (std::size_t k = 0; k < k_in; ++k) {
+            acc += static_cast<qlib_test::i128>(L.weight[m * k_in + k]) * (xq[r * k_in + k] - in.zero_point);
+            y += (xq[r * k_in + k] - in.zero_point) * static_cast<double>(in.scale) * L.weight[m * k_in + k] *
+                 L.weight_scale[m];
+          }
+          const std::int32_t slow =
+              single
+                  ? qlib_test::ref_requantize_single(qlib_test::clamp32(acc), L.multiplier[m].m0, L.multiplier[m].shift,
+                                                     out.zero_point, L.output_range.min, L.output_range.max)
+                  : qlib_test::ref_requantize(qlib_test::clamp32(acc), L.multiplier[m].m0, L.multiplier[m].shift,
+                                              out.zero_point, L.output_range.min, L.output_range.max);
+          const double real =
+              std::fmin(std::fmax(std::round(y / out.scale) + out.zero_point, L.output_range.min), L.output_range.max);
+          CHECK(got[r * m_out + m] == slow);
+          CHECK(std::fabs(got[r * m_out + m] - real) <= 1.0);
+          diff += got[r * m_out + m] != static_cast<std::int8_t>(real);
         }
-        const std::int32_t slow =
-            qlib_test::ref_requantize(qlib_test::clamp32(acc), L.multiplier[m].m0, L.multiplier[m].shift,
-                                      out.zero_point, L.output_range.min, L.output_range.max);
-        const double real =
-            std::fmin(std::fmax(std::round(y / out.scale) + out.zero_point, L.output_range.min), L.output_range.max);
-        CHECK(got[r * m_out + m] == slow);
-        CHECK(std::fabs(got[r * m_out + m] - real) <= 1.0);
-        diff += got[r * m_out + m] != static_cast<std::int8_t>(real);
-      }
-    CHECK(diff <= 2);
-  }
+      CHECK(diff <= 2);
+    }
 }
 
 TEST_CASE("int_kernels: add and cat on tensors") {
@@ -289,10 +305,55 @@ TEST_CASE("int_kernels: add and cat on tensors") {
                                           : qlib::requantize_value(cq[(n * 2 + c - 4) * 5 + i], rc);
         CHECK(cat[(n * 6 + c) * 5 + i] == expect);
       }
+  // Each cat output is the correctly rounded requantization (one rounding; ties up),
+  // against exact rational arithmetic on the float scales.
+  const auto exact = [&](std::int32_t q, const qparams<float>& in) {
+    const qlib_test::i128 v =
+        qlib_test::exact_scaled_half_up(q - in.zero_point, in.scale, qout.scale) + qout.zero_point;
+    return static_cast<std::int32_t>(v < -128 ? -128 : v > 127 ? 127 : v);
+  };
+  for (std::size_t n = 0; n < 3; ++n)
+    for (std::size_t c = 0; c < 6; ++c)
+      for (std::size_t i = 0; i < 5; ++i)
+        CHECK(cat[(n * 6 + c) * 5 + i] ==
+              (c < 4 ? exact(a[(n * 4 + c) * 5 + i], qa) : exact(cq[(n * 2 + c - 4) * 5 + i], qc)));
   std::vector<std::int8_t> rq(a.size());
   qlib::requantize_tensor(view(a.data(), s), ra, rq.data());
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(rq[i] == qlib::requantize_value(a[i], ra));
+  // The add with TFLite's single rounding, element by element.
+  const auto p1 = qlib::make_add_params(qa, qb, qo, clamp_range{}, qlib::requantize_rounding::single_rounding);
+  qlib::add(view(a.data(), s, "a"), view(b.data(), s, "b"), p1, sum.data());
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(sum[i] == qlib::add_value(a[i], b[i], p1));
   CHECK(qlib::cat_output_shape({view(a.data(), s), view(cq.data(), sc)}, -2) == (shape_t{3, 6, 5}));
+}
+
+TEST_CASE("int_kernels: requantize_per_channel with either rounding, exact to the references") {
+  // Accumulators of conv-like magnitudes on (2, 4, 30): 4 channels, multipliers from tiny to
+  // above 1; the default stays double rounding.
+  std::mt19937_64 g(80);
+  const shape_t shape{2, 4, 30};
+  std::vector<std::int32_t> acc(shape.numel());
+  for (std::size_t i = 0; i < acc.size(); ++i)
+    acc[i] = static_cast<std::int32_t>(static_cast<std::int64_t>(g() % 2000001) - 1000000) >> (g() % 12);
+  const std::vector<qlib::quantized_multiplier> m = {qlib::quantize_multiplier(3.1e-4),
+                                                     qlib::quantize_multiplier(0.0137), qlib::quantize_multiplier(0.37),
+                                                     qlib::quantize_multiplier(1.7)};
+  std::vector<std::int8_t> by_default(acc.size()), dbl(acc.size()), sgl(acc.size());
+  qlib::requantize_per_channel(view(acc.data(), shape), 1, m, -3, clamp_range{-128, 127}, by_default.data());
+  qlib::requantize_per_channel(view(acc.data(), shape), 1, m, -3, clamp_range{-128, 127}, dbl.data(),
+                               qlib::requantize_rounding::double_rounding);
+  qlib::requantize_per_channel(view(acc.data(), shape), 1, m, -3, clamp_range{-128, 127}, sgl.data(),
+                               qlib::requantize_rounding::single_rounding);
+  CHECK(by_default == dbl);
+  int differ = 0;
+  for (std::size_t i = 0; i < acc.size(); ++i) {
+    const qlib::quantized_multiplier mc = m[(i / 30) % 4];
+    REQUIRE(dbl[i] == qlib_test::ref_requantize(acc[i], mc.m0, mc.shift, -3, -128, 127));
+    REQUIRE(sgl[i] == qlib_test::ref_requantize_single(acc[i], mc.m0, mc.shift, -3, -128, 127));
+    differ += dbl[i] != sgl[i];
+  }
+  INFO(differ << " of " << acc.size() << " outputs differ between the roundings");
+  CHECK(differ * 20 < static_cast<int>(acc.size()));
 }
 
 TEST_CASE("int_kernels: a small CNN on 8x8 images runs quickly") {

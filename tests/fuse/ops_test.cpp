@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <qlib/fuse/ops.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -121,14 +122,62 @@ TEST_CASE("ops: requantization between grids, exact and within one step of the r
       for (int q = -128; q <= 127; ++q) {
         const std::int32_t got = qlib::requantize_value(q, p);
         INFO("s_in = " << c.first.scale << ", s_out = " << c.second.scale << ", q = " << q);
-        REQUIRE(got == qlib_test::ref_requantize(q - c.first.zero_point, p.multiplier.m0, p.multiplier.shift,
-                                                 c.second.zero_point, range.min, range.max));
+        // Updated: requantize_value rounds once (TFLite's single-rounding form), no longer
+        // SRDHM followed by a rounding shift, whose two roundings put cat outputs a step off.
+        REQUIRE(got == qlib_test::ref_requantize_single(q - c.first.zero_point, p.multiplier.m0, p.multiplier.shift,
+                                                        c.second.zero_point, range.min, range.max));
         REQUIRE(std::abs(got - real_requant(q, c.first, c.second, range)) <= 1);
         if (c.first.scale == c.second.scale && c.first.zero_point == c.second.zero_point && range.min == -128)
           REQUIRE(got == q);
       }
     }
   }
+}
+
+TEST_CASE("ops: requantize_value is the correctly rounded c * M, against exact rational arithmetic") {
+  // Random grids (scale ratios 2^-12 .. 2^6, every zero point), every int8 input: the result
+  // is floor(c * m0 / 2^(31 - shift) + 1/2) exactly, and it equals the nearest integer
+  // (ties up) to the exact rational c * s_in / s_out except where that value lies within
+  // |c| * |M - M_q| of a tie (M_q: the 31-bit multiplier), which the test counts.
+  std::mt19937_64 g(11);
+  const auto uniform = [&g](double lo, double hi) { return lo + (hi - lo) * static_cast<double>(g() >> 11) * 0x1p-53; };
+  long checked = 0, near_tie = 0, off_nearest = 0, double_off = 0, ties = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const double s_out = std::ldexp(uniform(1.0, 2.0), -static_cast<int>(g() % 12));
+    // Every 8th grid pair has a power-of-two ratio: exact ties (ties round up), M_q = M.
+    const double ratio = trial % 8 == 0 ? 1.0 : uniform(1.0, 2.0);
+    const double s_in = s_out * std::ldexp(ratio, static_cast<int>(g() % 19) - 13);
+    const qparams<double> in{s_in, static_cast<std::int32_t>(g() % 256) - 128};
+    const qparams<double> out{s_out, static_cast<std::int32_t>(g() % 256) - 128};
+    const qlib::requant_params p = qlib::make_requant_params(in, out);
+    const double m = s_in / s_out, mq = p.multiplier.value();
+    for (int q = -128; q <= 127; ++q) {
+      const std::int32_t c = q - in.zero_point;
+      const std::int32_t got = qlib::requantize_value(q, p);
+      INFO("s_in = " << s_in << ", s_out = " << s_out << ", z_in = " << in.zero_point << ", q = " << q);
+      const std::int32_t expect_def =
+          qlib_test::ref_requantize_single(c, p.multiplier.m0, p.multiplier.shift, out.zero_point, -128, 127);
+      REQUIRE(got == expect_def);
+      const qlib_test::i128 nearest = qlib_test::exact_scaled_half_up(c, s_in, s_out) + out.zero_point;
+      const std::int32_t exact = static_cast<std::int32_t>(nearest < -128 ? -128 : nearest > 127 ? 127 : nearest);
+      REQUIRE(std::abs(got - exact) <= 1);
+      const double v = c * m, frac = v - std::floor(v);
+      const bool close_to_tie = m != mq && std::fabs(frac - 0.5) <= std::fabs(c) * std::fabs(m - mq) + 1e-12;
+      near_tie += close_to_tie;
+      ties += frac == 0.5;
+      if (!close_to_tie) REQUIRE(got == exact);
+      off_nearest += got != exact;
+      const std::int32_t classic = qlib::requantize(c, p.multiplier, out.zero_point, -128, 127);
+      double_off += classic != exact;
+      ++checked;
+    }
+  }
+  INFO(checked << " values (" << ties << " exact ties); " << near_tie << " within |c| |M - M_q| of a tie; "
+               << off_nearest << " off the exact nearest; the double-rounding form would put " << double_off << " off");
+  CHECK(ties > 1000);
+  CHECK(off_nearest <= near_tie);
+  CHECK(off_nearest * 10000 < checked);
+  CHECK(double_off > 100 * (off_nearest + 1));  // what the fix removed
 }
 
 TEST_CASE("ops: TFLite integer add, exact and within one step of the real sum") {
@@ -169,6 +218,33 @@ TEST_CASE("ops: TFLite integer add, exact and within one step of the real sum") 
       INFO("differences (all at ties): " << off_by_one);
       CHECK(off_by_one < 256 * 256 / 4);
     }
+}
+
+TEST_CASE("ops: integer add with single rounding, exact to its definition") {
+  const qparams<double> a{0.05, -3}, b{0.011, 17}, out{0.06, -20};
+  const qlib::add_params d = qlib::make_add_params(a, b, out);
+  CHECK(d.rounding == qlib::requantize_rounding::double_rounding);  // the default
+  const qlib::add_params p =
+      qlib::make_add_params(a, b, out, clamp_range{}, qlib::requantize_rounding::single_rounding);
+  CHECK(p.rounding == qlib::requantize_rounding::single_rounding);
+  CHECK(p.a_multiplier == d.a_multiplier);
+  CHECK(p.output_multiplier == d.output_multiplier);
+  int differ = 0;
+  for (int qa = -128; qa <= 127; ++qa)
+    for (int qb = -128; qb <= 127; ++qb) {
+      const std::int32_t sa =
+          qlib_test::ref_mbqm_single((qa - a.zero_point) * (1 << 20), p.a_multiplier.m0, p.a_multiplier.shift);
+      const std::int32_t sb =
+          qlib_test::ref_mbqm_single((qb - b.zero_point) * (1 << 20), p.b_multiplier.m0, p.b_multiplier.shift);
+      const std::int32_t expect = qlib_test::ref_requantize_single(
+          sa + sb, p.output_multiplier.m0, p.output_multiplier.shift, out.zero_point, -128, 127);
+      const std::int32_t got = qlib::add_value(qa, qb, p);
+      REQUIRE(got == expect);
+      REQUIRE(std::abs(got - qlib::add_value(qa, qb, d)) <= 1);
+      differ += got != qlib::add_value(qa, qb, d);
+    }
+  INFO(differ << " of 65536 sums differ between the two rounding options");
+  CHECK(differ < 256 * 256 / 100);
 }
 
 TEST_CASE("ops: bad parameters are rejected naming the culprit") {

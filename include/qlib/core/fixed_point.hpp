@@ -19,7 +19,14 @@
 // - multiply_by_quantized_multiplier(acc, m0, shift): acc * 2^max(shift, 0) (saturated to
 //   int32: TFLite leaves that overflow undefined), then SRDHM by m0, then
 //   rounding_divide_by_pot by max(-shift, 0). Two roundings, so the result is within one
-//   step of acc * M (not always the nearest integer).
+//   step of acc * M (not always the nearest integer). This is requantize_rounding::
+//   double_rounding, the default: gemmlowp's and classic TFLite's bit-exact form.
+// - multiply_by_quantized_multiplier_single_rounding(acc, m0, shift) =
+//   floor((acc * m0 + 2^(30 - shift)) / 2^(31 - shift)), saturated to int32: acc * M rounded
+//   once, to the nearest integer, ties towards +infinity. This is
+//   requantize_rounding::single_rounding: TFLite's MultiplyByQuantizedMultiplier when built
+//   with TFLITE_SINGLE_ROUNDING (kernels/internal/common.cc), and what its int8 kernels use
+//   on targets that define it.
 //
 // Range of multipliers: quantize_multiplier accepts finite M in [0, 2^30) (in practice
 // M < 2^30 - 2^-3, the largest value whose rounded m0 keeps shift <= 30); shift then lies
@@ -107,6 +114,16 @@ QLIB_HOST_DEVICE constexpr std::int32_t rounding_divide_by_pot(std::int32_t x, i
   return static_cast<std::int32_t>(quotient + (remainder > threshold ? 1 : 0));
 }
 
+/// How an int32 accumulator is multiplied by a quantized multiplier (see the top of this
+/// header for the exact definitions). double_rounding is gemmlowp's and classic TFLite's
+/// form (SRDHM, then a rounding right shift): bit-exact with those engines, within one step
+/// of the real product. single_rounding is TFLite's TFLITE_SINGLE_ROUNDING form: the
+/// nearest integer to acc * m0 * 2^(shift - 31), ties towards +infinity.
+enum class requantize_rounding {
+  double_rounding,  ///< gemmlowp / TFLite classic (the default everywhere in qlib)
+  single_rounding   ///< TFLite with TFLITE_SINGLE_ROUNDING
+};
+
 /// acc * M in TFLite's double-rounding form: rounding_divide_by_pot(
 /// saturating_rounding_doubling_high_mul(acc * 2^max(shift, 0), m0), max(-shift, 0)).
 /// acc * 2^shift is saturated to int32 where TFLite would overflow. shift is meant to be in
@@ -119,24 +136,63 @@ QLIB_HOST_DEVICE constexpr std::int32_t multiply_by_quantized_multiplier(std::in
   return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m0), right);
 }
 
+/// acc * M rounded once: floor((acc * m0 + 2^(30 - shift)) / 2^(31 - shift)) saturated to
+/// int32, i.e. the nearest integer to acc * m0 * 2^(shift - 31) with ties towards +infinity
+/// (TFLite's MultiplyByQuantizedMultiplier under TFLITE_SINGLE_ROUNDING, which computes
+/// (acc * m0 + round) >> (31 - shift) in 64 bits). |acc * m0| <= 2^62, so the 64-bit sum
+/// never overflows. shift is meant to be in [-31, 30]; others are defined (clamped to
+/// [-31, 31]; 31 means the product itself, saturated).
+QLIB_HOST_DEVICE constexpr std::int32_t multiply_by_quantized_multiplier_single_rounding(std::int32_t acc,
+                                                                                         std::int32_t m0,
+                                                                                         int shift) noexcept {
+  const int total = 31 - (shift < -31 ? -31 : shift > 31 ? 31 : shift);  // in [0, 62]
+  const std::int64_t product = static_cast<std::int64_t>(acc) * static_cast<std::int64_t>(m0);
+  if (total == 0) return detail::saturate_to_int32(product);
+  const std::int64_t divisor = std::int64_t{1} << total;
+  // floor((product + divisor / 2) / divisor) with floor division written out (no shift of a
+  // negative value): |product| + 2^61 < 2^63.
+  const std::int64_t biased = product + divisor / 2;
+  std::int64_t quotient = biased / divisor;
+  if (biased % divisor < 0) quotient -= 1;
+  return detail::saturate_to_int32(quotient);
+}
+
 QLIB_HOST_DEVICE constexpr std::int32_t multiply_by_quantized_multiplier(std::int32_t acc,
                                                                          quantized_multiplier m) noexcept {
   return multiply_by_quantized_multiplier(acc, m.m0, m.shift);
 }
 
+/// acc * M with the chosen rounding.
+QLIB_HOST_DEVICE constexpr std::int32_t multiply_by_quantized_multiplier(std::int32_t acc, quantized_multiplier m,
+                                                                         requantize_rounding rounding) noexcept {
+  return rounding == requantize_rounding::single_rounding
+             ? multiply_by_quantized_multiplier_single_rounding(acc, m.m0, m.shift)
+             : multiply_by_quantized_multiplier(acc, m.m0, m.shift);
+}
+
 /// The requantized output of an int32 accumulator: clamp(acc * M + zero_point, qmin, qmax)
-/// with acc * M as multiply_by_quantized_multiplier (the zero point added in 64 bits, so it
-/// never overflows).
-QLIB_HOST_DEVICE constexpr std::int32_t requantize(std::int32_t acc, std::int32_t m0, int shift,
-                                                   std::int32_t zero_point, std::int32_t qmin,
-                                                   std::int32_t qmax) noexcept {
-  const std::int64_t v = static_cast<std::int64_t>(multiply_by_quantized_multiplier(acc, m0, shift)) + zero_point;
+/// with acc * M as multiply_by_quantized_multiplier (double_rounding, the default) or
+/// multiply_by_quantized_multiplier_single_rounding; the zero point is added in 64 bits, so
+/// it never overflows.
+QLIB_HOST_DEVICE constexpr std::int32_t requantize(
+    std::int32_t acc, std::int32_t m0, int shift, std::int32_t zero_point, std::int32_t qmin, std::int32_t qmax,
+    requantize_rounding rounding = requantize_rounding::double_rounding) noexcept {
+  const std::int32_t scaled = rounding == requantize_rounding::single_rounding
+                                  ? multiply_by_quantized_multiplier_single_rounding(acc, m0, shift)
+                                  : multiply_by_quantized_multiplier(acc, m0, shift);
+  const std::int64_t v = static_cast<std::int64_t>(scaled) + zero_point;
   return static_cast<std::int32_t>(v < qmin ? qmin : v > qmax ? qmax : v);
 }
 
-QLIB_HOST_DEVICE constexpr std::int32_t requantize(std::int32_t acc, quantized_multiplier m, std::int32_t zero_point,
-                                                   std::int32_t qmin, std::int32_t qmax) noexcept {
-  return requantize(acc, m.m0, m.shift, zero_point, qmin, qmax);
+QLIB_HOST_DEVICE constexpr std::int32_t requantize(
+    std::int32_t acc, quantized_multiplier m, std::int32_t zero_point, std::int32_t qmin, std::int32_t qmax,
+    requantize_rounding rounding = requantize_rounding::double_rounding) noexcept {
+  return requantize(acc, m.m0, m.shift, zero_point, qmin, qmax, rounding);
+}
+
+/// The option's name, for messages and printed tables.
+constexpr const char* to_string(requantize_rounding r) noexcept {
+  return r == requantize_rounding::single_rounding ? "single_rounding" : "double_rounding";
 }
 
 /// TFLite's QuantizeMultiplier with errors instead of silent saturation: writes m0 and shift

@@ -187,7 +187,9 @@ qparams<T> qparams_from_range(T lo, T hi, const qspec& spec) {
   }
   p.scale = (h - l) / static_cast<T>(qmax - qmin);
   if (!(p.scale >= eps)) p.scale = T(1);
-  const T z = round_half_even(static_cast<T>(qmin) - l / p.scale);
+  // PyTorch's form, qmin - round(lo / s): rounding lo / s first differs from rounding
+  // qmin - lo / s on exact ties when qmin is odd (narrow-range grids).
+  const T z = static_cast<T>(qmin) - round_half_even(l / p.scale);
   p.zero_point = static_cast<std::int32_t>(std::fmin(std::fmax(z, T(qmin)), T(qmax)));
   return p;
 }

@@ -57,7 +57,7 @@ template <class T>
 using bn_same_t = typename bn_same<T>::type;
 
 /// An optional per-channel vector is absent when it has no data or no values (a
-/// default-constructed tensor_view is a rank-0 view of nullptr, whose size() is 1).
+/// default-constructed tensor_view is empty: rank 1, size 0, data nullptr).
 template <class T>
 bool bn_absent(tensor_view<const T> v) noexcept {
   return v.data() == nullptr || v.empty();

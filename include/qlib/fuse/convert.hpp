@@ -36,6 +36,9 @@ struct convert_options {
   int weight_axis = 0;                ///< the weight's output-channel axis
   bool relu = false;                  ///< a fused ReLU: the output clamp starts at the zero point
   clamp_range activation{-128, 127};  ///< the activations' integer grid (int8)
+  /// How the integer kernels requantize this layer's accumulators (core/fixed_point.hpp):
+  /// classic gemmlowp / TFLite double rounding, or TFLite's TFLITE_SINGLE_ROUNDING form.
+  requantize_rounding rounding = requantize_rounding::double_rounding;
 };
 
 /// A converted layer: everything an integer kernel needs, plus the scales it came from.
@@ -50,6 +53,7 @@ struct int8_layer {
   qparams<T> input;                              ///< the input grid (s_in, z_in)
   qparams<T> output;                             ///< the output grid (s_out, z_out)
   clamp_range output_range;                      ///< grid, or [max(qmin, z_out), qmax] with ReLU
+  requantize_rounding rounding = requantize_rounding::double_rounding;  ///< how acc * M_c is rounded
 
   std::size_t out_channels() const noexcept { return weight_scale.size(); }
 };
@@ -130,6 +134,7 @@ int8_layer<T> convert_layer(tensor_view<const T> weight, tensor_view<const T> bi
   layer.input = input;
   layer.output = output;
   layer.output_range = options.relu ? fused_relu(options.activation, output.zero_point) : options.activation;
+  layer.rounding = options.rounding;
   layer.weight_scale.assign(weight_scale.begin(), weight_scale.end());
 
   // Multipliers first: a too-large one fails before any work is done.

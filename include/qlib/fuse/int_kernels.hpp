@@ -123,10 +123,12 @@ inline void conv2d_accumulate(tensor_view<const std::int8_t> input, std::int32_t
 
 /// Requantizes int32 accumulators with one multiplier per channel along `axis` (1 for
 /// NCHW conv outputs, the last axis for linear outputs; a single multiplier applies to
-/// every channel): out = clamp(acc * M_c + zero_point, range). out: acc.size() values.
+/// every channel): out = clamp(acc * M_c + zero_point, range), acc * M_c rounded as
+/// `rounding` says (core/fixed_point.hpp). out: acc.size() values.
 inline void requantize_per_channel(tensor_view<const std::int32_t> acc, int axis,
                                    const std::vector<quantized_multiplier>& multiplier, std::int32_t zero_point,
-                                   clamp_range range, std::int8_t* out) {
+                                   clamp_range range, std::int8_t* out,
+                                   requantize_rounding rounding = requantize_rounding::double_rounding) {
   const std::string who = "requantize_per_channel";
   const channel_layout l = layout_along(acc.shape(), axis);
   if (multiplier.size() != 1 && multiplier.size() != l.channels)
@@ -142,7 +144,8 @@ inline void requantize_per_channel(tensor_view<const std::int32_t> acc, int axis
       const quantized_multiplier m = multiplier.size() == 1 ? multiplier[0] : multiplier[c];
       const std::size_t base = (o * l.channels + c) * l.inner;
       for (std::size_t i = 0; i < l.inner; ++i)
-        out[base + i] = static_cast<std::int8_t>(requantize(acc[base + i], m, zero_point, range.min, range.max));
+        out[base + i] =
+            static_cast<std::int8_t>(requantize(acc[base + i], m, zero_point, range.min, range.max, rounding));
     }
 }
 
@@ -162,7 +165,8 @@ void check_layer_for_kernel(const int8_layer<T>& layer, const char* who) {
 }  // namespace detail
 
 /// The converted convolution: int8 input (the layer's input grid) to int8 output (its
-/// output grid, clamped to layer.output_range). out: conv2d_output_shape(...) values.
+/// output grid, clamped to layer.output_range), requantized with layer.rounding.
+/// out: conv2d_output_shape(...) values.
 template <class T>
 void conv2d(tensor_view<const std::int8_t> input, const int8_layer<T>& layer, const conv2d_geometry& g,
             std::int8_t* out) {
@@ -172,7 +176,7 @@ void conv2d(tensor_view<const std::int8_t> input, const int8_layer<T>& layer, co
   std::vector<std::int32_t> acc(out_shape.numel());
   conv2d_accumulate(input, layer.input.zero_point, weight, view(layer.bias, "bias"), g, acc.data());
   requantize_per_channel(tensor_view<const std::int32_t>(acc.data(), out_shape), 1, layer.multiplier,
-                         layer.output.zero_point, layer.output_range, out);
+                         layer.output.zero_point, layer.output_range, out, layer.rounding);
 }
 
 /// (..., M) for an input (..., K) and a weight (M, K).
@@ -214,7 +218,8 @@ inline void linear_accumulate(tensor_view<const std::int8_t> input, std::int32_t
   }
 }
 
-/// The converted fully connected layer. out: linear_output_shape(...) values.
+/// The converted fully connected layer, requantized with layer.rounding.
+/// out: linear_output_shape(...) values.
 template <class T>
 void linear(tensor_view<const std::int8_t> input, const int8_layer<T>& layer, std::int8_t* out) {
   detail::check_layer_for_kernel(layer, "linear");
@@ -223,10 +228,11 @@ void linear(tensor_view<const std::int8_t> input, const int8_layer<T>& layer, st
   std::vector<std::int32_t> acc(out_shape.numel());
   linear_accumulate(input, layer.input.zero_point, weight, view(layer.bias, "bias"), acc.data());
   requantize_per_channel(tensor_view<const std::int32_t>(acc.data(), out_shape), out_shape.rank() - 1, layer.multiplier,
-                         layer.output.zero_point, layer.output_range, out);
+                         layer.output.zero_point, layer.output_range, out, layer.rounding);
 }
 
-/// Element-wise quantized add (same shapes; no broadcasting). out: a.size() values.
+/// Element-wise quantized add (same shapes; no broadcasting), rounded as p.rounding says.
+/// out: a.size() values.
 inline void add(tensor_view<const std::int8_t> a, tensor_view<const std::int8_t> b, const add_params& p,
                 std::int8_t* out) {
   if (a.shape() != b.shape())
@@ -238,7 +244,8 @@ inline void add(tensor_view<const std::int8_t> a, tensor_view<const std::int8_t>
   for (std::size_t i = 0; i < a.size(); ++i) out[i] = static_cast<std::int8_t>(add_value(a[i], b[i], p));
 }
 
-/// Requantizes an int8 tensor to another grid. out: in.size() values (may alias in).
+/// Requantizes an int8 tensor to another grid (one rounding per value: requantize_value).
+/// out: in.size() values (may alias in).
 inline void requantize_tensor(tensor_view<const std::int8_t> in, const requant_params& p, std::int8_t* out) {
   if (p.range.min < -128 || p.range.max > 127 || p.range.min > p.range.max)
     detail::fail(errc::invalid_argument, "requantize_tensor: output clamp [" + std::to_string(p.range.min) + ", " +
@@ -269,7 +276,8 @@ inline shape_t cat_output_shape(const std::vector<tensor_view<const std::int8_t>
 }
 
 /// Quantized cat: every input requantized from its grid to the output grid (one scale and
-/// zero point, e.g. cat_output_qparams), clamped to `range`. out: cat_output_shape values.
+/// zero point, e.g. cat_output_qparams), clamped to `range`, each value rounded once
+/// (requantize_value). out: cat_output_shape values.
 template <class T>
 void cat(const std::vector<tensor_view<const std::int8_t>>& inputs, const std::vector<qparams<T>>& input_qparams,
          int axis, const qparams<T>& output, clamp_range range, std::int8_t* out) {

@@ -73,7 +73,8 @@ qparams<T> relu_output_qparams(T lo, T hi, const qspec& spec) {
 // ---- Requantization between two grids (cat) ---------------------------------------------
 
 /// Requantization of integers from (s_in, z_in) to (s_out, z_out):
-/// q_out = clamp(z_out + (q_in - z_in) * M, range) with M = s_in / s_out in fixed point.
+/// q_out = clamp(z_out + (q_in - z_in) * M, range) with M = s_in / s_out in fixed point,
+/// rounded once (see requantize_value).
 struct requant_params {
   quantized_multiplier multiplier;  ///< s_in / s_out
   std::int32_t input_zero_point = 0;
@@ -83,7 +84,7 @@ struct requant_params {
 
 namespace detail {
 /// An optional vector (a bias) is absent when it has no data or no values (a
-/// default-constructed tensor_view is a rank-0 view of nullptr, whose size() is 1).
+/// default-constructed tensor_view is empty: rank 1, size 0, data nullptr).
 template <class T>
 bool absent_view(tensor_view<const T> v) noexcept {
   return v.data() == nullptr || v.empty();
@@ -125,12 +126,26 @@ requant_params make_requant_params(const qparams<T>& in, const qparams<T>& out, 
   return p;
 }
 
-/// One requantized value (q_in - z_in fits int32 for any 32-bit q_in and z_in in 64 bits;
-/// it is saturated).
+/// One requantized value, rounded once:
+///   q_out = clamp(z_out + floor(c * m0 / 2^(31 - shift) + 1/2), range),  c = q - z_in,
+/// i.e. the nearest integer to c * M_q (M_q = m0 * 2^(shift - 31), the multiplier as
+/// stored, |M_q - M| <= 2^(shift - 32)), ties towards +infinity: TFLite's single-rounding
+/// MultiplyByQuantizedMultiplier (core/fixed_point.hpp). c is saturated to int32.
+///
+/// Why not the double-rounding form that conv and linear use: there the accumulator is
+/// large and SRDHM's rounding falls far below one output step; here c has at most 9 bits,
+/// so SRDHM(c, m0) already rounds to a whole number and the right shift for M < 1/2 rounds a
+/// second time: in the QAT demo's int8 model that put 31,761 of its 552,960 cat outputs
+/// one step off the correctly rounded value (checked with exact rational arithmetic); with
+/// one rounding none are. TFLite's add
+/// pre-shifts by 20 bits for the same reason (add_value), and TFLite's concatenation
+/// rescales in float (reference_ops::ConcatenationWithScaling). One rounding of the exact
+/// 64-bit product c * m0 needs no headroom and is exact to the last bit of M_q.
 QLIB_HOST_DEVICE constexpr std::int32_t requantize_value(std::int32_t q, const requant_params& p) noexcept {
   const std::int32_t centred =
       detail::saturate_to_int32(static_cast<std::int64_t>(q) - static_cast<std::int64_t>(p.input_zero_point));
-  return requantize(centred, p.multiplier, p.output_zero_point, p.range.min, p.range.max);
+  return requantize(centred, p.multiplier, p.output_zero_point, p.range.min, p.range.max,
+                    requantize_rounding::single_rounding);
 }
 
 /// The output parameters of a quantized cat: one grid over the union of the inputs'
@@ -158,7 +173,9 @@ qparams<T> cat_output_qparams(const std::vector<T>& lo, const std::vector<T>& hi
 ///   a' = MBQM((q_a - z_a) * 2^left_shift, s_a / S), b' likewise,
 ///   q  = clamp(MBQM(a' + b', S / (2^left_shift s_out)) + z_out, range).
 /// left_shift = 20 for 8-bit inputs: (2^8 - 1) * 2^20 * 2 stays below 2^31, and the inputs'
-/// multipliers (<= 1/2) lose nothing that matters at 8 bits.
+/// multipliers (<= 1/2) lose nothing that matters at 8 bits. MBQM is
+/// multiply_by_quantized_multiplier with `rounding` (double_rounding: classic TFLite,
+/// bit-exact; single_rounding: TFLite built with TFLITE_SINGLE_ROUNDING).
 struct add_params {
   std::int32_t a_zero_point = 0;
   std::int32_t b_zero_point = 0;
@@ -168,13 +185,15 @@ struct add_params {
   quantized_multiplier b_multiplier;       ///< s_b / S
   quantized_multiplier output_multiplier;  ///< S / (2^left_shift s_out)
   clamp_range range;
+  requantize_rounding rounding = requantize_rounding::double_rounding;
 };
 
 /// Parameters of out = a + b on the given grids; `range` is the output clamp (the grid, or
 /// fused_relu(grid, out.zero_point) for Add + ReLU). Multipliers are computed in double
 /// from the scales as given, as TFLite does.
 template <class T>
-add_params make_add_params(const qparams<T>& a, const qparams<T>& b, const qparams<T>& out, clamp_range range = {}) {
+add_params make_add_params(const qparams<T>& a, const qparams<T>& b, const qparams<T>& out, clamp_range range = {},
+                           requantize_rounding rounding = requantize_rounding::double_rounding) {
   const std::string who = "make_add_params";
   detail::check_scale(a.scale, who, "input a");
   detail::check_scale(b.scale, who, "input b");
@@ -190,6 +209,7 @@ add_params make_add_params(const qparams<T>& a, const qparams<T>& b, const qpara
   p.b_zero_point = b.zero_point;
   p.output_zero_point = out.zero_point;
   p.range = range;
+  p.rounding = rounding;
   const double sa = static_cast<double>(a.scale), sb = static_cast<double>(b.scale);
   const double twice_max = 2.0 * std::max(sa, sb);
   p.a_multiplier = quantize_multiplier(sa / twice_max, who + ": multiplier s_a / (2 max(s_a, s_b))");
@@ -206,9 +226,10 @@ QLIB_HOST_DEVICE constexpr std::int32_t add_value(std::int32_t qa, std::int32_t 
   const std::int64_t scale = std::int64_t{1} << (p.left_shift < 0 ? 0 : p.left_shift > 30 ? 30 : p.left_shift);
   const std::int32_t a = detail::saturate_to_int32((static_cast<std::int64_t>(qa) - p.a_zero_point) * scale);
   const std::int32_t b = detail::saturate_to_int32((static_cast<std::int64_t>(qb) - p.b_zero_point) * scale);
-  const std::int64_t sum = static_cast<std::int64_t>(multiply_by_quantized_multiplier(a, p.a_multiplier)) +
-                           static_cast<std::int64_t>(multiply_by_quantized_multiplier(b, p.b_multiplier));
-  return requantize(detail::saturate_to_int32(sum), p.output_multiplier, p.output_zero_point, p.range.min, p.range.max);
+  const std::int64_t sum = static_cast<std::int64_t>(multiply_by_quantized_multiplier(a, p.a_multiplier, p.rounding)) +
+                           static_cast<std::int64_t>(multiply_by_quantized_multiplier(b, p.b_multiplier, p.rounding));
+  return requantize(detail::saturate_to_int32(sum), p.output_multiplier, p.output_zero_point, p.range.min, p.range.max,
+                    p.rounding);
 }
 
 QLIB_NAMESPACE_END

@@ -25,10 +25,10 @@
 // Reader: the text-format subset these files use, tolerant of layout: any whitespace and
 // line breaks, '#' comments, "value {" or "value: {", single or double quoted keys with C
 // escapes (\n \t \" \' \\ \ooo \xhh), floats as "1.5", ".5", "1e-3", "2.5f". Strict on
-// content: unknown or unsupported fields (e.g. AMCT's shift_bit, kv_cache_value), missing
-// scale_d / offset_d / scale_w, a scale_w / offset_w count mismatch, scales that are not
-// finite and > 0, offsets outside int32 and layers recorded twice are parse_errors
-// "source:line: what".
+// content: unknown or unsupported fields (e.g. AMCT's shift_bit, kv_cache_value), an
+// empty key, scale_d without offset_d (or the reverse), an entry with neither data nor
+// weight factors, a scale_w / offset_w count mismatch, scales that are not finite and > 0,
+// offsets outside int32 and layers recorded twice are parse_errors "source:line: what".
 //
 // Writer: the fixed layout protobuf's TextFormat prints (two-space indent, fields in field
 // number order, non-ASCII and control bytes in keys as octal escapes) with floats as
@@ -397,7 +397,7 @@ inline amct_record parse_amct_record(const std::string& text, const std::string&
 }
 
 /// Writes a record file in protobuf's layout. invalid_argument (naming the layer) for an
-/// empty key, a key listed twice, no scale_w, a scale_w / offset_w count mismatch, or a
+/// empty key, a key listed twice, neither data nor weight factors, a scale_w / offset_w count mismatch, or a
 /// scale that is not finite and > 0.
 inline status try_write_amct_record(const amct_record& record, std::string* out) {
   std::string t;
