@@ -56,3 +56,41 @@ TEST_CASE("check: empty input") {
   CHECK(s.code() == qlib::errc::empty_input);
   CHECK(qlib::check_finite(qlib::view(none), "observer").ok());
 }
+
+TEST_CASE("check: the vector path keeps the portable loop's bits, signed zeros included") {
+  // The portable algorithm written out: element i goes to lane i % 8 (the tail to lane 0),
+  // the earliest of equal values is kept, lanes are combined in order.
+  qlib_test::rng r(5);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const std::size_t n = 1 + static_cast<std::size_t>(r.uniform() * 70);
+    std::vector<float> x(n);
+    for (auto& v : x) {
+      const double u = r.uniform();
+      v = u < 0.3 ? -0.0f : u < 0.6 ? 0.0f : u < 0.8 ? 1.0f : -1.0f;
+    }
+    float lo[8], hi[8];
+    for (int k = 0; k < 8; ++k) lo[k] = hi[k] = x[0];
+    const std::size_t body = n / 8 * 8;
+    for (std::size_t i = 0; i < body; ++i) {
+      float& l = lo[i % 8];
+      float& h = hi[i % 8];
+      l = x[i] < l ? x[i] : l;
+      h = x[i] > h ? x[i] : h;
+    }
+    for (std::size_t i = body; i < n; ++i) {
+      lo[0] = x[i] < lo[0] ? x[i] : lo[0];
+      hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+    }
+    float l = lo[0], h = hi[0];
+    for (int k = 1; k < 8; ++k) {
+      l = lo[k] < l ? lo[k] : l;
+      h = hi[k] > h ? hi[k] : h;
+    }
+    qlib::minmax_t<float> mm{};
+    REQUIRE(qlib::check_and_minmax(qlib::view(x), "t", &mm).ok());
+    REQUIRE(std::signbit(mm.min) == std::signbit(l));
+    REQUIRE(std::signbit(mm.max) == std::signbit(h));
+    REQUIRE(mm.min == l);
+    REQUIRE(mm.max == h);
+  }
+}

@@ -68,21 +68,25 @@ std::size_t minmax_lanes(const T* p, std::size_t n, T* lo, T* hi, T* acc) {
 }
 
 #if defined(__SSE2__) || defined(_M_X64)
+// Element i + k goes to lane k % 8 as in the portable loop, and among equal values the
+// earliest is kept (_mm_min_ps(a, b) returns b on a tie), so the result is bit-identical to
+// it, signed zeros included. Two blocks are combined before they meet the accumulator
+// (earlier block second), which keeps the dependency chain one min/max long per step.
+// NaN is tracked apart: cmpunord(a, b) is all ones where a or b is NaN; OR-ing it into acc
+// at the end makes those lanes NaN, the portable loop's signal. Inf shows in min / max.
 inline std::size_t minmax_lanes(const float* p, std::size_t n, float* lo, float* hi, float* acc) {
   __m128 l0 = _mm_loadu_ps(lo), l1 = _mm_loadu_ps(lo + 4), h0 = _mm_loadu_ps(hi), h1 = _mm_loadu_ps(hi + 4);
-  __m128 a0 = _mm_loadu_ps(acc), a1 = _mm_loadu_ps(acc + 4);
-  const __m128 zero = _mm_setzero_ps();
+  __m128 u0 = _mm_setzero_ps(), u1 = _mm_setzero_ps();
   std::size_t i = 0;
-  // Two blocks of eight per step (same lanes, same order): fewer loop branches.
   for (; i + 16 <= n; i += 16) {
     const __m128 v0 = _mm_loadu_ps(p + i), v1 = _mm_loadu_ps(p + i + 4);
     const __m128 w0 = _mm_loadu_ps(p + i + 8), w1 = _mm_loadu_ps(p + i + 12);
-    l0 = _mm_min_ps(w0, _mm_min_ps(v0, l0));
-    l1 = _mm_min_ps(w1, _mm_min_ps(v1, l1));
-    h0 = _mm_max_ps(w0, _mm_max_ps(v0, h0));
-    h1 = _mm_max_ps(w1, _mm_max_ps(v1, h1));
-    a0 = _mm_add_ps(_mm_add_ps(a0, _mm_mul_ps(v0, zero)), _mm_mul_ps(w0, zero));
-    a1 = _mm_add_ps(_mm_add_ps(a1, _mm_mul_ps(v1, zero)), _mm_mul_ps(w1, zero));
+    l0 = _mm_min_ps(_mm_min_ps(w0, v0), l0);
+    l1 = _mm_min_ps(_mm_min_ps(w1, v1), l1);
+    h0 = _mm_max_ps(_mm_max_ps(w0, v0), h0);
+    h1 = _mm_max_ps(_mm_max_ps(w1, v1), h1);
+    u0 = _mm_or_ps(u0, _mm_cmpunord_ps(v0, w0));
+    u1 = _mm_or_ps(u1, _mm_cmpunord_ps(v1, w1));
   }
   for (; i + 8 <= n; i += 8) {
     const __m128 v0 = _mm_loadu_ps(p + i), v1 = _mm_loadu_ps(p + i + 4);
@@ -90,15 +94,15 @@ inline std::size_t minmax_lanes(const float* p, std::size_t n, float* lo, float*
     l1 = _mm_min_ps(v1, l1);
     h0 = _mm_max_ps(v0, h0);  // v > hi ? v : hi
     h1 = _mm_max_ps(v1, h1);
-    a0 = _mm_add_ps(a0, _mm_mul_ps(v0, zero));
-    a1 = _mm_add_ps(a1, _mm_mul_ps(v1, zero));
+    u0 = _mm_or_ps(u0, _mm_cmpunord_ps(v0, v0));
+    u1 = _mm_or_ps(u1, _mm_cmpunord_ps(v1, v1));
   }
   _mm_storeu_ps(lo, l0);
   _mm_storeu_ps(lo + 4, l1);
   _mm_storeu_ps(hi, h0);
   _mm_storeu_ps(hi + 4, h1);
-  _mm_storeu_ps(acc, a0);
-  _mm_storeu_ps(acc + 4, a1);
+  _mm_storeu_ps(acc, _mm_or_ps(_mm_loadu_ps(acc), u0));
+  _mm_storeu_ps(acc + 4, _mm_or_ps(_mm_loadu_ps(acc + 4), u1));
   return i;
 }
 
