@@ -609,7 +609,7 @@ TEST_CASE("arq: per-channel ranges and AMCT scales against a reference") {
   for (int bits : {4, 6, 7, 8}) {
     const qlib::shape_t shape{co, ci, kh, kw};
     std::vector<float> lo, hi;
-    qlib::arq_channel_minmax(w.data(), qlib::layout_along(shape, 0), lo, hi);
+    qlib::channel_minmax(w.data(), qlib::layout_along(shape, 0), lo, hi);
     const auto p = qlib::arq_params(lo, hi, qspec::amct_weight(bits), 0);
     REQUIRE(p.channels() == co);
     for (std::size_t c = 0; c < co; ++c) {

@@ -29,7 +29,7 @@ foreach(name ${QLIB_FUZZ_TARGETS})
   set(work ${CMAKE_CURRENT_BINARY_DIR}/fuzz/${name})
   file(MAKE_DIRECTORY ${work}/corpus)
   add_test(NAME fuzz.${name}
-    COMMAND fuzz_${name} -max_total_time=${QLIB_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048
+    COMMAND fuzz_${name} -seed=1 -max_total_time=${QLIB_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048
             -max_len=65536 -print_final_stats=1 -artifact_prefix=${work}/
             ${work}/corpus ${CMAKE_CURRENT_LIST_DIR}/corpus/${name}
     WORKING_DIRECTORY ${work})

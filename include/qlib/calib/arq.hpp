@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../core/check.hpp"
 #include "../core/qparams.hpp"
 #include "../core/tensor_view.hpp"
 
@@ -30,26 +31,6 @@ inline status check_arq_spec(const qspec& spec) {
   if (spec.scheme != qscheme::symmetric || !spec.is_signed)
     return {errc::invalid_argument, "ARQ needs a signed symmetric grid (AMCT's weight offset is 0)"};
   return {};
-}
-
-/// Per-channel minimum and maximum of x along the channels of `layout` (outer, channels,
-/// inner): lo / hi get one entry per channel. x must be finite and non-empty.
-template <class T>
-void arq_channel_minmax(const T* x, const channel_layout& layout, std::vector<T>& lo, std::vector<T>& hi) {
-  lo.assign(layout.channels, T(0));
-  hi.assign(layout.channels, T(0));
-  for (std::size_t c = 0; c < layout.channels; ++c) lo[c] = hi[c] = x[c * layout.inner];
-  for (std::size_t o = 0; o < layout.outer; ++o)
-    for (std::size_t c = 0; c < layout.channels; ++c) {
-      const T* row = x + (o * layout.channels + c) * layout.inner;
-      T a = lo[c], b = hi[c];
-      for (std::size_t i = 0; i < layout.inner; ++i) {
-        a = row[i] < a ? row[i] : a;
-        b = row[i] > b ? row[i] : b;
-      }
-      lo[c] = a;
-      hi[c] = b;
-    }
 }
 
 /// ARQ's parameters from per-channel ranges (AMCT's rule; offsets 0).

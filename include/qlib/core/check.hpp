@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "../config.hpp"
 #include "tensor_view.hpp"
@@ -184,6 +185,27 @@ status check_and_minmax(tensor_view<const T> x, const std::string& who, minmax_t
   }
   if (out) *out = {l, h};
   return {};
+}
+
+/// Per-channel minimum and maximum of x (finite, non-empty) along the channels of `layout`
+/// (outer, channels, inner; core/tensor_view.hpp): lo / hi get one entry per channel. The
+/// earliest of equal values is kept, as check_and_minmax does.
+template <class T>
+void channel_minmax(const T* x, const channel_layout& layout, std::vector<T>& lo, std::vector<T>& hi) {
+  lo.assign(layout.channels, T(0));
+  hi.assign(layout.channels, T(0));
+  for (std::size_t c = 0; c < layout.channels; ++c) lo[c] = hi[c] = x[c * layout.inner];
+  for (std::size_t o = 0; o < layout.outer; ++o)
+    for (std::size_t c = 0; c < layout.channels; ++c) {
+      const T* row = x + (o * layout.channels + c) * layout.inner;
+      T a = lo[c], b = hi[c];
+      for (std::size_t i = 0; i < layout.inner; ++i) {
+        a = row[i] < a ? row[i] : a;
+        b = row[i] > b ? row[i] : b;
+      }
+      lo[c] = a;
+      hi[c] = b;
+    }
 }
 
 QLIB_NAMESPACE_END

@@ -70,7 +70,7 @@ class arq_observer {
                                                  " channels along axis " + std::to_string(axis) +
                                                  ", earlier updates had " + std::to_string(lo_.size()) +
                                                  " along axis " + std::to_string(axis_));
-      arq_channel_minmax(w.data(), l, lo, hi);
+      channel_minmax(w.data(), l, lo, hi);
     }
     fold(lo, hi);
     axis_ = axis;

@@ -75,7 +75,7 @@ class minmax_observer {
         detail::fail(errc::invalid_argument, who() + ": " + x.label() + " has " + std::to_string(l.channels) +
                                                  " channels along axis " + std::to_string(axis) +
                                                  ", earlier batches had " + std::to_string(lo_.size()));
-      per_channel_minmax(x.data(), l, lo, hi);
+      channel_minmax(x.data(), l, lo, hi);
     }
     fold(lo, hi);
     axis_ = axis;
@@ -170,23 +170,6 @@ class minmax_observer {
 
  private:
   std::string who() const { return opt_.name.empty() ? std::string("minmax observer") : "minmax observer '" + opt_.name + "'"; }
-
-  static void per_channel_minmax(const T* p, const channel_layout& l, std::vector<T>& lo, std::vector<T>& hi) {
-    lo.assign(l.channels, T(0));
-    hi.assign(l.channels, T(0));
-    for (std::size_t c = 0; c < l.channels; ++c) lo[c] = hi[c] = p[c * l.inner];
-    for (std::size_t o = 0; o < l.outer; ++o)
-      for (std::size_t c = 0; c < l.channels; ++c) {
-        const T* row = p + (o * l.channels + c) * l.inner;
-        T a = lo[c], b = hi[c];
-        for (std::size_t i = 0; i < l.inner; ++i) {
-          a = row[i] < a ? row[i] : a;
-          b = row[i] > b ? row[i] : b;
-        }
-        lo[c] = a;
-        hi[c] = b;
-      }
-  }
 
   void fold(const std::vector<T>& lo, const std::vector<T>& hi) {
     if (!has_data()) {
