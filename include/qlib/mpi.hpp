@@ -16,7 +16,11 @@
 // - otherwise (ranges that grow differently per rank: entropy's abs_histogram, HFMG's
 //   range_histogram) the merge re-bins counts in proportion to the bin overlap; totals are
 //   preserved and each bin is off by at most the mass of the two source bins that straddle
-//   it (see observer/histogram.hpp). tests/mpi/ measures this against one pass.
+//   it (see observer/histogram.hpp). examples/mpi_calibrate.cpp measures it against one
+//   pass on the digits CNN's activations (5 tensors, 3 batches, 2 ranks, 2026-11-29):
+//   largest relative scale difference percentile 4.9e-5, MSE 5.0e-4, HFMG 3.3e-2, KL 1.3e-1
+//   (the KL search is the most sensitive to re-binned counts); minmax exact. A user who
+//   needs exact histogram merges gives every rank the same first batch (or the same range).
 // - moving-average minmax: a batch-count-weighted mean of the ranks' averages (no single
 //   pass equals it).
 //

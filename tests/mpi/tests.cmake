@@ -16,14 +16,6 @@ if(QLIB_MPI)
     set_tests_properties(mpi.allreduce_2_ranks PROPERTIES
       ENVIRONMENT "OMPI_MCA_btl=self,vader;OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_rmaps_base_oversubscribe=1;QLIB_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
       TIMEOUT 120 PROCESSORS 2)
-    if(TARGET mpi_calibrate)
-      add_test(NAME mpi.example_2_ranks
-        COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 ${qlib_mpirun_flags} $<TARGET_FILE:mpi_calibrate> --check
-                ${PROJECT_SOURCE_DIR}/examples/data/activations)
-      set_tests_properties(mpi.example_2_ranks PROPERTIES
-        ENVIRONMENT "OMPI_MCA_btl=self,vader;OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_rmaps_base_oversubscribe=1"
-        TIMEOUT 120 PROCESSORS 2)
-    endif()
   else()
     message(STATUS "qlib: MPI not found; the MPI tests are not built")
   endif()
