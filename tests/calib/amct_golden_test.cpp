@@ -15,50 +15,20 @@
 // One documented difference: constant data on a symmetric AMCT grid (range [c, c] with
 // c < 0) divides by 128 in qlib, as AMCT's kernels do (the signed value of larger
 // magnitude, min on a tie); torchquant divided by 127.
-#include <qlib/io/json.hpp>
-#include <qlib/io/npy.hpp>
 #include <qlib/observer/hfmg.hpp>
 #include <qlib/observer/ifmr.hpp>
 
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "golden_data.hpp"
 #include "observer/observer_contract.hpp"
 
+using qlib_test::at;
+
 namespace {
-
-std::string golden_dir() {
-  if (const char* root = std::getenv("QLIB_SOURCE_DIR")) return std::string(root) + "/tests/data/golden/";
-  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "golden").string() + "/";
-}
-
-const qlib::json& at(const qlib::json& obj, const std::string& key) {
-  const qlib::json* v = obj.find(key);
-  if (!v) FAIL("golden.json: missing key " << key);
-  return *v;
-}
-
-struct golden_input {
-  std::string name;
-  std::vector<std::vector<float>> batches;
-  const qlib::json* results = nullptr;
-};
-
-std::vector<golden_input> load_inputs(const qlib::json& g) {
-  std::vector<golden_input> out;
-  for (const auto& in : at(g, "inputs").elements()) {
-    golden_input gi;
-    gi.name = at(in, "name").get_string();
-    for (const auto& f : at(in, "batches").elements())
-      gi.batches.push_back(qlib::read_npy_file<float>(golden_dir() + f.get_string()).data);
-    gi.results = &at(in, "results");
-    out.push_back(std::move(gi));
-  }
-  return out;
-}
 
 /// torchquant's int8 specs as qlib's AMCT grids (same scale and offset away from ties).
 qlib::qspec spec_of(const std::string& name) {
@@ -75,17 +45,11 @@ long ulps(float a, float b) {
   return static_cast<long>(ka > kb ? ka - kb : kb - ka);
 }
 
-bool has_golden() { return std::filesystem::exists(golden_dir() + "golden.json"); }
-
 }  // namespace
 
 TEST_CASE("golden: IFMR (exact mode) matches torchquant") {
-  if (!has_golden()) {
-    WARN("tests/data/golden/golden.json not found: golden comparison skipped");
-    return;
-  }
-  const qlib::json g = qlib::read_json_file(golden_dir() + "golden.json");
-  const auto inputs = load_inputs(g);
+  const qlib::json g = qlib_test::load_golden();
+  const auto inputs = qlib_test::load_inputs(g);
   std::size_t compared = 0;
   for (const auto& member : at(g, "configs").members()) {
     if (at(member.value, "calibrator").get_string() != "ifmr") continue;
@@ -125,12 +89,8 @@ TEST_CASE("golden: IFMR (exact mode) matches torchquant") {
 }
 
 TEST_CASE("golden: HFMG matches torchquant (within the bin-rule difference)") {
-  if (!has_golden()) {
-    WARN("tests/data/golden/golden.json not found: golden comparison skipped");
-    return;
-  }
-  const qlib::json g = qlib::read_json_file(golden_dir() + "golden.json");
-  const auto inputs = load_inputs(g);
+  const qlib::json g = qlib_test::load_golden();
+  const auto inputs = qlib_test::load_inputs(g);
   std::size_t compared = 0, same_bins = 0;
   for (const auto& member : at(g, "configs").members()) {
     if (at(member.value, "calibrator").get_string() != "hfmg") continue;

@@ -9,31 +9,19 @@
 // the signed range histogram, which torchquant bins in float64 by division while qlib
 // multiplies by a float32 reciprocal (shared with CUDA): a count can move across a bin
 // edge, so ranges are allowed a bin and picks two candidates (today they are equal).
-#include <qlib/io/json.hpp>
-#include <qlib/io/npy.hpp>
 #include <qlib/observer/mse.hpp>
 #include <qlib/observer/percentile.hpp>
 
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "golden_data.hpp"
 #include "observer/observer_contract.hpp"
 
+using qlib_test::at;
+
 namespace {
-
-std::string golden_dir() {
-  if (const char* root = std::getenv("QLIB_SOURCE_DIR")) return std::string(root) + "/tests/data/golden/";
-  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "golden").string() + "/";
-}
-
-const qlib::json& at(const qlib::json& obj, const std::string& key) {
-  const qlib::json* v = obj.find(key);
-  if (!v) FAIL("golden.json: missing key " << key);
-  return *v;
-}
 
 qlib::qspec spec_of(const std::string& name) {
   qlib::qspec s;
@@ -47,36 +35,11 @@ qlib::qspec spec_of(const std::string& name) {
   return s;
 }
 
-struct golden_input {
-  std::string name;
-  std::vector<std::vector<float>> batches;
-  const qlib::json* results = nullptr;
-};
-
-std::vector<golden_input> load_inputs(const qlib::json& g) {
-  std::vector<golden_input> out;
-  for (const auto& in : at(g, "inputs").elements()) {
-    golden_input gi;
-    gi.name = at(in, "name").get_string();
-    for (const auto& f : at(in, "batches").elements())
-      gi.batches.push_back(qlib::read_npy_file<float>(golden_dir() + f.get_string()).data);
-    gi.results = &at(in, "results");
-    out.push_back(std::move(gi));
-  }
-  return out;
-}
-
-bool has_golden() { return std::filesystem::exists(golden_dir() + "golden.json"); }
-
 }  // namespace
 
 TEST_CASE("golden: percentile and MSE observers match torchquant") {
-  if (!has_golden()) {
-    WARN("tests/data/golden/golden.json not found: golden comparison skipped");
-    return;
-  }
-  const qlib::json g = qlib::read_json_file(golden_dir() + "golden.json");
-  const auto inputs = load_inputs(g);
+  const qlib::json g = qlib_test::load_golden();
+  const auto inputs = qlib_test::load_inputs(g);
   REQUIRE(inputs.size() >= 8);
   const auto& configs = at(g, "configs");
   std::size_t compared = 0;

@@ -2,16 +2,14 @@
 // against a slow reference written here (double), torchquant's golden rows, degenerate
 // ranges, rounding, and bad input.
 #include <qlib/core/qparams.hpp>
-#include <qlib/io/json.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 
+#include "golden_data.hpp"
 #include "test_data.hpp"
 
 using qlib::qconvention;
@@ -155,36 +153,32 @@ TEST_CASE("qparams: the published conventions by example") {
 }
 
 TEST_CASE("qparams: torchquant's golden rows (tests/data/golden, hand case qparams_from_range)") {
-  const std::string path = std::string(QLIB_SOURCE_DIR_FOR_TESTS) + "/tests/data/golden/golden.json";
-  std::ifstream f(path);
-  REQUIRE(f.good());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const qlib::json g = qlib::parse_json(ss.str(), path);
+  using qlib_test::at;
+  const qlib::json g = qlib_test::load_golden();
   const qlib::json* hand = nullptr;
-  for (const auto& c : g.find("hand_cases")->elements())
-    if (c.find("name")->get_string() == "qparams_from_range") hand = &c;
+  for (const auto& c : at(g, "hand_cases").elements())
+    if (at(c, "name").get_string() == "qparams_from_range") hand = &c;
   REQUIRE(hand);
-  const qlib::json* specs = hand->find("specs");
+  const qlib::json& specs = at(*hand, "specs");
   int compared = 0;
-  for (const auto& row : hand->find("rows")->elements()) {
-    const qlib::json& sp = *specs->find(row.find("spec")->get_string());
+  for (const auto& row : at(*hand, "rows").elements()) {
+    const qlib::json& sp = at(specs, at(row, "spec").get_string());
     qspec s;
-    s.bits = static_cast<int>(sp.find("bits")->get_integer());
-    s.is_signed = sp.find("signed")->get_bool();
-    s.scheme = sp.find("symmetric")->get_bool() ? qscheme::symmetric : qscheme::affine;
-    s.narrow_range = sp.find("narrow_range")->get_bool();
-    const bool amct = sp.find("scale_rule")->get_string() == "amct";
+    s.bits = static_cast<int>(at(sp, "bits").get_integer());
+    s.is_signed = at(sp, "signed").get_bool();
+    s.scheme = at(sp, "symmetric").get_bool() ? qscheme::symmetric : qscheme::affine;
+    s.narrow_range = at(sp, "narrow_range").get_bool();
+    const bool amct = at(sp, "scale_rule").get_string() == "amct";
     // torchquant's "amax" rule is TensorRT's symmetric and torch's affine formula; its "amct"
     // rule changed only the symmetric divisor.
     s.convention = amct ? qconvention::amct : qconvention::tensorrt;
-    const float lo = row.find("lo")->get_float(), hi = row.find("hi")->get_float();
-    INFO(row.find("spec")->get_string() << " [" << lo << ", " << hi << "]");
+    const float lo = at(row, "lo").get_float(), hi = at(row, "hi").get_float();
+    INFO(at(row, "spec").get_string() << " [" << lo << ", " << hi << "]");
     // torchquant divided an AMCT tie (|lo| == |hi|) by 127; AMCT's kernels (and qlib) pick lo.
     if (amct && std::fabs(lo) == std::fabs(hi) && lo != hi) continue;
     const auto p = qlib::qparams_from_range(lo, hi, s);
-    CHECK(p.scale == row.find("scale")->get_float());
-    CHECK(p.zero_point == row.find("zero_point")->get_integer());
+    CHECK(p.scale == at(row, "scale").get_float());
+    CHECK(p.zero_point == at(row, "zero_point").get_integer());
     ++compared;
   }
   CHECK(compared >= 50);

@@ -25,7 +25,7 @@ using qlib::qspec;
 using qlib::rounding;
 using qlib::shape_t;
 using qlib::tensor_view;
-using qlib_test::error_of;
+using qlib_test::error_message;
 using qlib_test::first_bit_difference;
 
 namespace {
@@ -507,10 +507,10 @@ TEST_CASE("fake_quantize: bad input is rejected with a message naming the argume
   auto xv = qlib::view(x.data(), s34, "act");
   tensor_view<float> ov(out.data(), s34, "y");
 
-  auto msg =
-      error_of([&] { qlib::fake_quantize(xv, p, spec, tensor_view<float>(small.data(), 5)); }, errc::invalid_argument);
+  auto msg = error_message([&] { qlib::fake_quantize(xv, p, spec, tensor_view<float>(small.data(), 5)); },
+                           errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("fake_quantize") && Catch::Contains("out") && Catch::Contains("'act'"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::fake_quantize(xv, p, spec, tensor_view<float>(out.data(), shape_t{4, 3}));
       },
@@ -518,39 +518,40 @@ TEST_CASE("fake_quantize: bad input is rejected with a message naming the argume
   CHECK_THAT(msg, Catch::Contains("does not match"));
 
   for (float bad : {0.0f, -1.0f}) {
-    msg = error_of([&] { qlib::fake_quantize(xv, qparams<float>{bad, 0}, spec, ov); }, errc::invalid_argument);
+    msg = error_message([&] { qlib::fake_quantize(xv, qparams<float>{bad, 0}, spec, ov); }, errc::invalid_argument);
     CHECK_THAT(msg, Catch::Contains("scale"));
   }
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    msg = error_of([&] { qlib::fake_quantize(xv, qparams<float>{bad, 0}, spec, ov); }, errc::non_finite);
+    msg = error_message([&] { qlib::fake_quantize(xv, qparams<float>{bad, 0}, spec, ov); }, errc::non_finite);
     CHECK_THAT(msg, Catch::Contains("scale"));
   }
-  msg = error_of([&] { qlib::fake_quantize(xv, qparams<float>{0.1f, 200}, spec, ov); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(xv, qparams<float>{0.1f, 200}, spec, ov); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("zero_point = 200") && Catch::Contains("[-128, 127]"));
 
   for (int bits : {1, 17}) {
     qspec b = spec;
     b.bits = bits;
-    msg = error_of([&] { qlib::fake_quantize(xv, p, b, ov); }, errc::invalid_argument);
+    msg = error_message([&] { qlib::fake_quantize(xv, p, b, ov); }, errc::invalid_argument);
     CHECK_THAT(msg, Catch::Contains("bits = " + std::to_string(bits)));
   }
 
   // Partial overlap; exact aliasing is fine.
-  msg = error_of([&] { qlib::fake_quantize(qlib::view(x.data(), 8), p, spec, tensor_view<float>(x.data() + 2, 8)); },
-                 errc::invalid_argument);
+  msg =
+      error_message([&] { qlib::fake_quantize(qlib::view(x.data(), 8), p, spec, tensor_view<float>(x.data() + 2, 8)); },
+                    errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("overlap"));
   qlib::fake_quantize(qlib::view(x.data(), 8), p, spec, tensor_view<float>(x.data(), 8));
 
-  msg = error_of([&] { qlib::fake_quantize(qlib::view(static_cast<const float*>(nullptr), 4, "w"), p, spec, ov); },
-                 errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(qlib::view(static_cast<const float*>(nullptr), 4, "w"), p, spec, ov); },
+                      errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("no data"));
 
   // Masks: shape, overlap with a float buffer.
-  msg =
-      error_of([&] { qlib::fake_quantize_cachemask(xv, p, spec, ov, tensor_view<std::uint8_t>(mask_small.data(), 3)); },
-               errc::invalid_argument);
+  msg = error_message(
+      [&] { qlib::fake_quantize_cachemask(xv, p, spec, ov, tensor_view<std::uint8_t>(mask_small.data(), 3)); },
+      errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("mask"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::fake_quantize_cachemask(xv, p, spec, ov,
                                       tensor_view<std::uint8_t>(reinterpret_cast<std::uint8_t*>(out.data()), s34));
@@ -563,36 +564,36 @@ TEST_CASE("fake_quantize: bad input is rejected with a message naming the argume
   cp.axis = 1;
   cp.scale = {0.1f, 0.1f, 0.1f};
   cp.zero_point = {0, 0, 0};
-  msg = error_of([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("3 scales") && Catch::Contains("4 channels") && Catch::Contains("'act'"));
   cp.axis = 2;
-  msg = error_of([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("axis 2"));
   cp.axis = 0;
   cp.scale[1] = -2.0f;
-  msg = error_of([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("channel 1") && Catch::Contains("scale"));
   cp.scale[1] = 0.1f;
   cp.zero_point.pop_back();
-  msg = error_of([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::fake_quantize(xv, cp, spec, ov); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("2 zero points"));
 
   // Backward: shapes of dy, mask, dx.
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::fake_quantize_backward(qlib::view(x.data(), s34, "g"), qlib::view(mask.data(), 12),
                                      tensor_view<float>(out.data(), s34));
       },
       errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("fake_quantize_backward") && Catch::Contains("mask") && Catch::Contains("dy"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::fake_quantize_backward(qlib::view(x.data(), s34), qlib::view(x.data(), s34), p, spec,
                                      tensor_view<float>(small.data(), 5));
       },
       errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("dx"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::fake_quantize_backward(qlib::view(x.data(), 10), qlib::view(out.data(), 10), p, spec,
                                      tensor_view<float>(x.data() + 1, 10));

@@ -1,5 +1,5 @@
-// Helpers shared by the fake-quant tests: bitwise comparison, error capture, the grids
-// and parameters the tests sweep over.
+// Helpers shared by the fake-quant tests: bitwise comparison, the grids and parameters the
+// tests sweep over, and (from test_errors.hpp) error capture.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "test_errors.hpp"
+
 namespace qlib_test {
 
 /// Index of the first element whose bits differ (NaNs compare equal to NaNs), or -1.
@@ -24,19 +26,6 @@ long first_bit_difference(const std::vector<T>& a, const std::vector<T>& b) {
     if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<long>(i);
   }
   return -1;
-}
-
-/// Runs f, requires a qlib::error with the expected code, returns its message.
-template <class F>
-std::string error_of(F&& f, qlib::errc expected) {
-  try {
-    f();
-  } catch (const qlib::error& e) {
-    CHECK(e.code() == expected);
-    return e.what();
-  }
-  FAIL("expected a qlib::error");
-  return {};
 }
 
 /// The grids the tests sweep over: signed/unsigned, symmetric/affine, narrow, 4 to 16 bits.

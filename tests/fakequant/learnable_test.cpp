@@ -25,7 +25,7 @@ using qlib::rounding;
 using qlib::shape_t;
 using qlib::tensor_view;
 using qlib::ulq_options;
-using qlib_test::error_of;
+using qlib_test::error_message;
 using qlib_test::first_bit_difference;
 
 namespace {
@@ -259,7 +259,7 @@ TEST_CASE("lsq_zero_point: PyTorch's rounding of a learned zero point") {
   CHECK(qlib::lsq_zero_point(300.0, u8) == 255);
   CHECK(qlib::lsq_zero_point(-128.4f, qspec::tensorrt_int8()) == -128);
   const auto msg =
-      error_of([&] { qlib::lsq_zero_point(std::numeric_limits<float>::quiet_NaN(), u8); }, errc::non_finite);
+      error_message([&] { qlib::lsq_zero_point(std::numeric_limits<float>::quiet_NaN(), u8); }, errc::non_finite);
   CHECK_THAT(msg, Catch::Contains("zero_point"));
 }
 
@@ -481,20 +481,21 @@ TEST_CASE("learnable: bad input is rejected with a message naming the argument")
   tensor_view<float> dxv(dx.data(), dx.size());
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  auto msg = error_of([&] { qlib::ulq_backward(qlib::view(dy), qlib::view(x), 1.0f, 1.0f, spec, dxv); },
-                      errc::invalid_argument);
+  auto msg = error_message([&] { qlib::ulq_backward(qlib::view(dy), qlib::view(x), 1.0f, 1.0f, spec, dxv); },
+                           errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("ulq_backward") && Catch::Contains("clip_min") && Catch::Contains("clip_max"));
-  msg = error_of([&] { qlib::ulq_forward(qlib::view(x), 2.0f, 1.0f, spec, dxv); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::ulq_forward(qlib::view(x), 2.0f, 1.0f, spec, dxv); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("ulq_forward") && Catch::Contains("below"));
-  msg = error_of([&] { qlib::ulq_qparams(nan, 1.0f, spec); }, errc::non_finite);
+  msg = error_message([&] { qlib::ulq_qparams(nan, 1.0f, spec); }, errc::non_finite);
   CHECK_THAT(msg, Catch::Contains("clip_min"));
-  msg = error_of([&] { qlib::ulq_qparams(-1.0f, std::numeric_limits<float>::infinity(), spec); }, errc::non_finite);
+  msg =
+      error_message([&] { qlib::ulq_qparams(-1.0f, std::numeric_limits<float>::infinity(), spec); }, errc::non_finite);
   CHECK_THAT(msg, Catch::Contains("clip_max"));
   ulq_options fixed;
   fixed.fixed_min = true;
-  msg = error_of([&] { qlib::ulq_qparams(-2.0f, -1.0f, spec, fixed); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::ulq_qparams(-2.0f, -1.0f, spec, fixed); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("fixed_min"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::ulq_backward(qlib::view(dy), qlib::view(x), -1.0f, 1.0f, spec, tensor_view<float>(small.data(), 3));
       },
@@ -502,20 +503,21 @@ TEST_CASE("learnable: bad input is rejected with a message naming the argument")
   CHECK_THAT(msg, Catch::Contains("dx"));
   qspec bad_bits = spec;
   bad_bits.bits = 20;
-  msg = error_of([&] { qlib::ulq_backward(qlib::view(dy), qlib::view(x), -1.0f, 1.0f, bad_bits, dxv); },
-                 errc::invalid_argument);
+  msg = error_message([&] { qlib::ulq_backward(qlib::view(dy), qlib::view(x), -1.0f, 1.0f, bad_bits, dxv); },
+                      errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("bits = 20"));
 
   const qparams<float> p{0.1f, 0};
-  msg = error_of([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(small), p, spec, dxv); }, errc::invalid_argument);
+  msg = error_message([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(small), p, spec, dxv); },
+                      errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("lsq_backward") && Catch::Contains("x"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::lsq_backward(qlib::view(dy), qlib::view(x), qparams<float>{-0.1f, 0}, spec, dxv);
       },
       errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("scale"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::lsq_backward(qlib::view(dy), qlib::view(x), qparams<float>{nan, 0}, spec, dxv);
       },
@@ -525,17 +527,18 @@ TEST_CASE("learnable: bad input is rejected with a message naming the argument")
   opt.grad_scale = lsq_grad_scale::custom;
   for (double bad : {-1.0, static_cast<double>(nan)}) {
     opt.custom_grad_scale = bad;
-    msg = error_of([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(x), p, spec, dxv, opt); },
-                   std::isnan(bad) ? errc::non_finite : errc::invalid_argument);
+    msg = error_message([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(x), p, spec, dxv, opt); },
+                        std::isnan(bad) ? errc::non_finite : errc::invalid_argument);
     CHECK_THAT(msg, Catch::Contains("custom_grad_scale"));
   }
   channel_qparams<float> cp;
   cp.axis = 0;
   cp.scale = {0.1f, 0.2f};
   cp.zero_point = {0, 0};
-  msg = error_of([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(x), cp, spec, dxv); }, errc::invalid_argument);
+  msg =
+      error_message([&] { qlib::lsq_backward(qlib::view(dy), qlib::view(x), cp, spec, dxv); }, errc::invalid_argument);
   CHECK_THAT(msg, Catch::Contains("2 scales") && Catch::Contains("8 channels"));
-  msg = error_of(
+  msg = error_message(
       [&] {
         qlib::lsq_backward(qlib::view(dy.data(), 6), qlib::view(x.data() + 1, 6), p, spec,
                            tensor_view<float>(x.data(), 6));

@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "test_data.hpp"
+#include "test_errors.hpp"
 
 using qlib::shape_t;
 using qlib::view;
+using qlib_test::expect_error;
 
 namespace {
 
@@ -144,18 +146,6 @@ double dot(const vec& a, const vec& b) {
   double s = 0;
   for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
-}
-
-template <class F>
-void expect_error(F&& f, qlib::errc code, const std::string& part) {
-  try {
-    f();
-    FAIL("no error; expected one mentioning '" << part << "'");
-  } catch (const qlib::error& e) {
-    INFO(e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(part) != std::string::npos);
-  }
 }
 
 const conv_shape small{3, 3, 5, 6, 4, 3, 3, 1};

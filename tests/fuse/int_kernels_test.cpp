@@ -14,26 +14,16 @@
 
 #include "fuse/exact_requant.hpp"
 #include "test_data.hpp"
+#include "test_errors.hpp"
 
 using qlib::clamp_range;
 using qlib::conv2d_geometry;
 using qlib::qparams;
 using qlib::shape_t;
 using qlib::view;
+using qlib_test::expect_error;
 
 namespace {
-
-template <class F>
-void expect_error(F&& f, qlib::errc code, const std::string& part) {
-  try {
-    f();
-    FAIL("no error; expected one mentioning '" << part << "'");
-  } catch (const qlib::error& e) {
-    INFO(e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(part) != std::string::npos);
-  }
-}
 
 std::vector<float> randn(std::size_t n, std::uint64_t seed, float scale = 1.0f) {
   auto v = qlib_test::sample<float>(qlib_test::dist::gaussian, n, seed);

@@ -13,24 +13,14 @@
 
 #include "fuse/exact_requant.hpp"
 #include "test_data.hpp"
+#include "test_errors.hpp"
 
 using qlib::clamp_range;
 using qlib::qparams;
 using qlib::qspec;
+using qlib_test::expect_error;
 
 namespace {
-
-template <class F>
-void expect_error(F&& f, qlib::errc code, const std::string& part) {
-  try {
-    f();
-    FAIL("no error; expected one mentioning '" << part << "'");
-  } catch (const qlib::error& e) {
-    INFO(e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(part) != std::string::npos);
-  }
-}
 
 /// The real-valued requantization: clamp(round_half_away((q - z_in) s_in / s_out) + z_out).
 std::int32_t real_requant(std::int32_t q, const qparams<double>& in, const qparams<double>& out, clamp_range r) {

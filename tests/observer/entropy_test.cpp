@@ -4,16 +4,13 @@
 #include <qlib/observer/entropy.hpp>
 #include <qlib/observer/minmax.hpp>
 
-#include <cctype>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "golden_data.hpp"
 #include "observer/observer_contract.hpp"
 
 using qlib::entropy_observer;
@@ -62,121 +59,6 @@ std::vector<double> abs_reference(const std::vector<std::vector<float>>& batches
   *width = w;
   return counts;
 }
-
-/// A simple v1 .npy reader for 1-D little-endian float32 arrays; empty if the file is absent.
-std::vector<float> read_npy_f32(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return {};
-  std::vector<char> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  REQUIRE(raw.size() > 10);
-  REQUIRE(std::memcmp(raw.data(), "\x93NUMPY", 6) == 0);
-  REQUIRE(raw[6] == 1);
-  const std::size_t header = static_cast<unsigned char>(raw[8]) | (static_cast<std::size_t>(static_cast<unsigned char>(raw[9])) << 8);
-  const std::string dict(raw.data() + 10, header);
-  REQUIRE(dict.find("'descr': '<f4'") != std::string::npos);
-  REQUIRE(dict.find("'fortran_order': False") != std::string::npos);
-  const std::size_t off = 10 + header, n = (raw.size() - off) / 4;
-  std::vector<float> v(n);
-  std::memcpy(v.data(), raw.data() + off, n * 4);
-  return v;
-}
-
-std::string golden_dir() {
-  if (const char* root = std::getenv("QLIB_SOURCE_DIR")) return std::string(root) + "/tests/data/golden/";
-  std::string here = __FILE__;  // .../tests/observer/entropy_test.cpp
-  return here.substr(0, here.rfind("/observer/")) + "/data/golden/";
-}
-
-/// A minimal JSON reader for golden.json (objects, arrays, strings without escapes beyond
-/// \" and \\, numbers, true / false / null): enough for the golden vectors.
-struct json {
-  enum kind_t { null_v, bool_v, number_v, string_v, array_v, object_v } kind = null_v;
-  double number = 0.0;
-  bool boolean = false;
-  std::string text;
-  std::vector<json> items;
-  std::vector<std::pair<std::string, json>> fields;
-
-  const json& operator[](const std::string& key) const {
-    for (const auto& f : fields)
-      if (f.first == key) return f.second;
-    FAIL("golden.json: no field " << key);
-    return *this;
-  }
-  bool has(const std::string& key) const {
-    for (const auto& f : fields)
-      if (f.first == key) return true;
-    return false;
-  }
-
-  static json parse(const std::string& s) {
-    std::size_t i = 0;
-    json v = value(s, i);
-    return v;
-  }
-
- private:
-  static void space(const std::string& s, std::size_t& i) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  }
-  static std::string str(const std::string& s, std::size_t& i) {
-    std::string out;
-    ++i;  // opening quote
-    while (i < s.size() && s[i] != '"') {
-      if (s[i] == '\\') ++i;
-      out += s[i++];
-    }
-    ++i;
-    return out;
-  }
-  static json value(const std::string& s, std::size_t& i) {
-    space(s, i);
-    json v;
-    REQUIRE(i < s.size());
-    if (s[i] == '{') {
-      v.kind = object_v;
-      ++i;
-      space(s, i);
-      while (s[i] != '}') {
-        space(s, i);
-        std::string key = str(s, i);
-        space(s, i);
-        ++i;  // ':'
-        v.fields.emplace_back(key, value(s, i));
-        space(s, i);
-        if (s[i] == ',') ++i;
-        space(s, i);
-      }
-      ++i;
-    } else if (s[i] == '[') {
-      v.kind = array_v;
-      ++i;
-      space(s, i);
-      while (s[i] != ']') {
-        v.items.push_back(value(s, i));
-        space(s, i);
-        if (s[i] == ',') ++i;
-        space(s, i);
-      }
-      ++i;
-    } else if (s[i] == '"') {
-      v.kind = string_v;
-      v.text = str(s, i);
-    } else if (s.compare(i, 4, "true") == 0 || s.compare(i, 5, "false") == 0) {
-      v.kind = bool_v;
-      v.boolean = s[i] == 't';
-      i += v.boolean ? 4 : 5;
-    } else if (s.compare(i, 4, "null") == 0) {
-      i += 4;
-    } else {
-      v.kind = number_v;
-      std::size_t used = 0;
-      v.number = std::stod(s.substr(i, 40), &used);
-      i += used;
-    }
-    return v;
-  }
-};
 
 float bits_to_float(std::uint32_t u) {
   float f;
@@ -373,9 +255,10 @@ TEST_CASE("entropy observer: ORT end to end on the golden inputs, bit for bit") 
   };
   std::size_t checked = 0;
   for (const auto& t : table) {
-    const auto b0 = read_npy_f32(golden_dir() + t.input + ".0.npy");
-    auto b1 = read_npy_f32(golden_dir() + t.input + ".1.npy");
-    if (b0.size() != 50000 || b1.size() != 50000) continue;
+    const auto b0 = qlib::read_npy_file<float>(qlib_test::golden_dir() + t.input + ".0.npy").data;
+    auto b1 = qlib::read_npy_file<float>(qlib_test::golden_dir() + t.input + ".1.npy").data;
+    REQUIRE(b0.size() == 50000);
+    REQUIRE(b1.size() == 50000);
     for (float& v : b1) v *= 1.5f;
     INFO(t.input << ", " << t.bins << " bins");
     entropy_observer<float> obs(entropy_observer_options::onnxruntime({}, t.bins));
@@ -388,19 +271,13 @@ TEST_CASE("entropy observer: ORT end to end on the golden inputs, bit for bit") 
     CHECK(r.clip_max[0] == bits_to_float(t.hi));
     ++checked;
   }
-  if (checked == 0) WARN("tests/data/golden/*.npy not found: ORT end-to-end check skipped");
-  CHECK(checked <= 14);
+  CHECK(checked == 14);
 }
 
 TEST_CASE("entropy observer: torchquant's golden vectors (tests/data/golden/golden.json)") {
-  std::ifstream f(golden_dir() + "golden.json");
-  if (!f) {
-    WARN("tests/data/golden/golden.json not found: golden check skipped");
-    return;
-  }
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const json g = json::parse(text);
-  REQUIRE(g["schema_version"].number == 1);
+  using qlib_test::at;
+  const qlib::json g = qlib_test::load_golden();
+  REQUIRE(at(g, "schema_version").get_number() == 1);
   // torchquant's options as qlib options: its tensorrt candidates ran up to n inclusive.
   auto options_for = [](const std::string& config) {
     entropy_observer_options o;
@@ -415,33 +292,34 @@ TEST_CASE("entropy observer: torchquant's golden vectors (tests/data/golden/gold
     return o;
   };
   std::size_t checked = 0;
-  for (const json& input : g["inputs"].items) {
-    std::vector<std::vector<float>> batches;
-    for (const json& file : input["batches"].items) batches.push_back(read_npy_f32(golden_dir() + file.text));
-    for (const auto& [config, want] : input["results"].fields) {
+  for (const auto& input : qlib_test::load_inputs(g)) {
+    for (const auto& member : input.results->members()) {
+      const std::string& config = member.key;
+      const qlib::json& want = member.value;
       if (config.rfind("entropy", 0) != 0) continue;
-      INFO(input["name"].text << ", " << config);
+      INFO(input.name << ", " << config);
       entropy_observer<float> obs(options_for(config));
       REQUIRE(obs.search_options().levels == (config == "entropy_tensorrt_uint8_affine" ? 256u : 128u));
-      for (const auto& b : batches) obs.update(qlib::view(b));
-      const json& d = want["detail"];
+      for (const auto& b : input.batches) obs.update(qlib::view(b));
+      const qlib::json& d = at(want, "detail");
       const auto r = obs.compute();
-      CHECK(r.clip_min[0] == static_cast<float>(want["lo"].number));
-      CHECK(r.zero_point[0] == static_cast<int>(want["zero_point"].number));
-      if (d["chosen_bin"].kind == json::null_v) {
+      CHECK(r.clip_min[0] == static_cast<float>(at(want, "lo").get_number()));
+      CHECK(r.zero_point[0] == static_cast<int>(at(want, "zero_point").get_number()));
+      if (at(d, "chosen_bin").is_null()) {
         CHECK(obs.histogram().counts().empty());
         CHECK(r.clip_max[0] == 0.0f);
         CHECK(r.scale[0] == 1.0f);
         ++checked;
         continue;
       }
-      CHECK(obs.histogram().counts().size() == static_cast<std::size_t>(d["bins"].number));
-      CHECK(obs.histogram().bin_width() == d["bin_width"].number);
-      CHECK(obs.histogram().total() == d["total"].number);
-      CHECK(obs.saw_negative() == d["saw_negative"].boolean);
+      CHECK(obs.histogram().counts().size() == static_cast<std::size_t>(at(d, "bins").get_number()));
+      CHECK(obs.histogram().bin_width() == at(d, "bin_width").get_number());
+      CHECK(obs.histogram().total() == at(d, "total").get_number());
+      CHECK(obs.saw_negative() == at(d, "saw_negative").get_bool());
       const auto choice = obs.search();
-      CHECK(choice.bin == static_cast<std::size_t>(d["chosen_bin"].number));
-      const float hi = static_cast<float>(want["hi"].number), scale = static_cast<float>(want["scale"].number);
+      CHECK(choice.bin == static_cast<std::size_t>(at(d, "chosen_bin").get_number()));
+      const float hi = static_cast<float>(at(want, "hi").get_number()),
+                  scale = static_cast<float>(at(want, "scale").get_number());
       if (config == "entropy_modelopt") {
         // torchquant wrote float32(i * w); qlib gives modelopt's float32 linspace edge i.
         CHECK(std::fabs(r.clip_max[0] - hi) <= std::nextafter(hi, 1e30f) - hi);

@@ -14,6 +14,7 @@ using qlib::mse_affine_search;
 using qlib::mse_observer;
 using qlib::mse_options;
 using qlib::qspec;
+using qlib_test::feed;
 
 namespace {
 
@@ -64,12 +65,6 @@ double raw_mse(const std::vector<float>& x, double lo, double hi, const qspec& s
     s += e * e;
   }
   return s / static_cast<double>(x.size());
-}
-
-template <class Obs>
-void feed(Obs& obs, const std::vector<float>& x, std::size_t batch) {
-  for (std::size_t off = 0; off < x.size(); off += batch)
-    obs.update(qlib::view(x.data() + off, std::min(batch, x.size() - off)));
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 // returns to the empty state; merge() of observers that saw the two halves equals one pass
 // bit for bit when opts.merge_exact (else: merge works and gives finite parameters);
 // splitting the data into batches gives the same bits when opts.split_exact.
+// Also the helpers the observer tests share: require_same, require_valid, feed, and (from
+// test_errors.hpp) error_message.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -17,12 +19,14 @@
 #include <qlib/core/tensor_view.hpp>
 #include <qlib/observer/result.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "test_data.hpp"
+#include "test_errors.hpp"
 
 namespace qlib_test {
 
@@ -54,17 +58,11 @@ void require_valid(const qlib::calib_result<T>& r) {
   }
 }
 
-/// Runs f, requires a qlib::error with the expected code, returns its message.
-template <class F>
-std::string error_message(F&& f, qlib::errc expected) {
-  try {
-    f();
-  } catch (const qlib::error& e) {
-    CHECK(e.code() == expected);
-    return e.what();
-  }
-  FAIL("expected a qlib::error");
-  return {};
+/// Feeds x to obs as flat batches of `batch` values (the last one shorter).
+template <class Obs>
+void feed(Obs& obs, const std::vector<float>& x, std::size_t batch) {
+  for (std::size_t off = 0; off < x.size(); off += batch)
+    obs.update(qlib::view(x.data() + off, std::min(batch, x.size() - off)));
 }
 
 template <class Obs, class Make>

@@ -11,6 +11,7 @@
 using qlib::percentile_mode;
 using qlib::percentile_observer;
 using qlib::percentile_options;
+using qlib_test::feed;
 
 namespace {
 
@@ -33,12 +34,6 @@ qlib::qspec affine() {
 double nearest(const std::vector<double>& sorted, long long p100) {
   const long long k = std::max((p100 * static_cast<long long>(sorted.size()) + 9999) / 10000, 1LL);
   return sorted[static_cast<std::size_t>(k - 1)];
-}
-
-template <class Obs>
-void feed(Obs& obs, const std::vector<float>& x, std::size_t batch) {
-  for (std::size_t off = 0; off < x.size(); off += batch)
-    obs.update(qlib::view(x.data() + off, std::min(batch, x.size() - off)));
 }
 
 }  // namespace

@@ -21,6 +21,19 @@ std::vector<std::uint8_t> sample_blob() {
   qlib::put_qspec(w, qlib::qspec::amct_activation(6));
   return w.take();
 }
+
+/// Reads sample_blob()'s fields from bytes, in order, and requires the end.
+void read_sample(const std::vector<std::uint8_t>& bytes) {
+  qlib::state_reader r(bytes, "demo", 2);
+  (void)r.get<std::int32_t>();
+  (void)r.get<double>();
+  (void)r.get<float>();
+  (void)r.get_bool();
+  (void)r.get_string();
+  (void)r.get_array<double>();
+  (void)qlib::get_qspec(r);
+  r.finish();
+}
 }  // namespace
 
 TEST_CASE("state: fields round-trip") {
@@ -41,19 +54,7 @@ TEST_CASE("state: malformed blobs are parse errors naming the kind and the offse
   const auto b = sample_blob();
   for (std::size_t cut = 0; cut < b.size(); ++cut) {
     const std::vector<std::uint8_t> part(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(cut));
-    const std::string msg = qlib_test::error_message(
-        [&] {
-          qlib::state_reader r(part, "demo", 2);
-          (void)r.get<std::int32_t>();
-          (void)r.get<double>();
-          (void)r.get<float>();
-          (void)r.get_bool();
-          (void)r.get_string();
-          (void)r.get_array<double>();
-          (void)qlib::get_qspec(r);
-          r.finish();
-        },
-        qlib::errc::parse_error);
+    const std::string msg = qlib_test::error_message([&] { read_sample(part); }, qlib::errc::parse_error);
     CHECK_THAT(msg, Catch::Contains("demo observer state, byte"));
   }
   CHECK_THAT(qlib_test::error_message([&] { qlib::state_reader r(b, "other", 2); }, qlib::errc::parse_error),
@@ -63,15 +64,7 @@ TEST_CASE("state: malformed blobs are parse errors naming the kind and the offse
   auto bad_bool = b;
   // byte layout: magic 8, format 2, kind (2 + 4), version 2, int32 4, double 8, float 4, bool
   bad_bool[8 + 2 + 6 + 2 + 4 + 8 + 4] = 7;
-  CHECK_THAT(qlib_test::error_message(
-                 [&] {
-                   qlib::state_reader r(bad_bool, "demo", 2);
-                   (void)r.get<std::int32_t>();
-                   (void)r.get<double>();
-                   (void)r.get<float>();
-                   (void)r.get_bool();
-                 },
-                 qlib::errc::parse_error),
+  CHECK_THAT(qlib_test::error_message([&] { read_sample(bad_bool); }, qlib::errc::parse_error),
              Catch::Contains("boolean"));
   // An array count far beyond the bytes left is refused before any allocation.
   qlib::state_writer w("demo", 1);
@@ -86,18 +79,6 @@ TEST_CASE("state: malformed blobs are parse errors naming the kind and the offse
              Catch::Contains("runs past the end"));
   auto trailing = b;
   trailing.push_back(0);
-  CHECK_THAT(qlib_test::error_message(
-                 [&] {
-                   qlib::state_reader r(trailing, "demo", 2);
-                   (void)r.get<std::int32_t>();
-                   (void)r.get<double>();
-                   (void)r.get<float>();
-                   (void)r.get_bool();
-                   (void)r.get_string();
-                   (void)r.get_array<double>();
-                   (void)qlib::get_qspec(r);
-                   r.finish();
-                 },
-                 qlib::errc::parse_error),
+  CHECK_THAT(qlib_test::error_message([&] { read_sample(trailing); }, qlib::errc::parse_error),
              Catch::Contains("trailing"));
 }

@@ -37,8 +37,12 @@ inline status check_histogram_options(std::uint32_t bins, histogram_growth growt
 template <class T>
 class spec_histogram {
  public:
-  spec_histogram(bool symmetric, std::uint32_t bins, histogram_growth growth)
-      : symmetric_(symmetric), abs_(bins, growth), range_(bins) {}
+  /// The histogram for `spec` (|x| for symmetric specs, signed range otherwise). It is
+  /// built before the observer checks its options: a bin count outside [1,
+  /// max_histogram_bins] is replaced by 1 here, so that the observer's check, which names
+  /// it, is the one that reports bad bins.
+  spec_histogram(const qspec& spec, std::uint32_t bins, histogram_growth growth)
+      : symmetric_(spec.scheme == qscheme::symmetric), abs_(usable_bins(bins), growth), range_(usable_bins(bins)) {}
 
   bool symmetric() const noexcept { return symmetric_; }
   const abs_histogram<T>& abs() const noexcept { return abs_; }
@@ -102,6 +106,10 @@ class spec_histogram {
   }
 
  private:
+  static std::uint32_t usable_bins(std::uint32_t bins) noexcept {
+    return bins >= 1 && bins <= max_histogram_bins ? bins : 1;
+  }
+
   bool symmetric_;
   abs_histogram<T> abs_;
   range_histogram<T> range_;

@@ -283,18 +283,25 @@ struct npy_array {
   tensor_view<const T> view() const noexcept { return tensor_view<const T>(data.data(), header.shape); }
 };
 
+namespace detail {
+/// The rest of an opened reader as an array; *out is written only on success.
+template <class T>
+status npy_take_all(npy_reader& r, npy_array<T>* out) {
+  npy_array<T> a;
+  a.header = r.header();
+  const status s = r.try_read_all(&a.data);
+  if (!s.ok()) return s;
+  *out = std::move(a);
+  return {};
+}
+}  // namespace detail
+
 /// Parses a whole .npy file held in memory.
 template <class T = float>
 status try_parse_npy(const std::string& bytes, const std::string& source, npy_array<T>* out) {
   npy_reader r;
-  status s = npy_reader::try_open_buffer(bytes.data(), bytes.size(), source, &r);
-  if (!s.ok()) return s;
-  npy_array<T> a;
-  a.header = r.header();
-  s = r.try_read_all(&a.data);
-  if (!s.ok()) return s;
-  *out = std::move(a);
-  return {};
+  const status s = npy_reader::try_open_buffer(bytes.data(), bytes.size(), source, &r);
+  return s.ok() ? detail::npy_take_all(r, out) : s;
 }
 template <class T = float>
 npy_array<T> parse_npy(const std::string& bytes, const std::string& source) {
@@ -307,14 +314,8 @@ npy_array<T> parse_npy(const std::string& bytes, const std::string& source) {
 template <class T = float>
 status try_read_npy_file(const std::string& path, npy_array<T>* out) {
   npy_reader r;
-  status s = npy_reader::try_open(path, &r);
-  if (!s.ok()) return s;
-  npy_array<T> a;
-  a.header = r.header();
-  s = r.try_read_all(&a.data);
-  if (!s.ok()) return s;
-  *out = std::move(a);
-  return {};
+  const status s = npy_reader::try_open(path, &r);
+  return s.ok() ? detail::npy_take_all(r, out) : s;
 }
 template <class T = float>
 npy_array<T> read_npy_file(const std::string& path) {

@@ -66,8 +66,7 @@ class mse_observer {
   static constexpr const char* kind = "mse";
   static constexpr std::uint16_t kind_version = 1;
 
-  explicit mse_observer(mse_options options = {})
-      : opt_(std::move(options)), hist_(opt_.spec.scheme == qscheme::symmetric, valid_bins(opt_), opt_.growth) {
+  explicit mse_observer(mse_options options = {}) : opt_(std::move(options)), hist_(opt_.spec, opt_.bins, opt_.growth) {
     detail::throw_if(check_options(opt_));
   }
 
@@ -191,9 +190,6 @@ class mse_observer {
     return o.name.empty() ? std::string("mse observer") : "mse observer '" + o.name + "'";
   }
   std::string who() const { return who_of(opt_); }
-  static std::uint32_t valid_bins(const mse_options& o) noexcept {
-    return o.bins >= 1 && o.bins <= max_histogram_bins ? o.bins : 1;
-  }
 
   mse_options opt_;
   detail::spec_histogram<T> hist_;

@@ -75,7 +75,7 @@ class percentile_observer {
   static constexpr std::uint16_t kind_version = 1;
 
   explicit percentile_observer(percentile_options options = {})
-      : opt_(std::move(options)), hist_(opt_.spec.scheme == qscheme::symmetric, valid_bins(opt_), opt_.growth) {
+      : opt_(std::move(options)), hist_(opt_.spec, opt_.bins, opt_.growth) {
     detail::throw_if(check_options(opt_));
   }
 
@@ -247,11 +247,6 @@ class percentile_observer {
     return o.name.empty() ? std::string("percentile observer") : "percentile observer '" + o.name + "'";
   }
   std::string who() const { return who_of(opt_); }
-  // The histograms are built before the options are checked: give them a valid count so
-  // that the check (with the observer's name) is the one that reports bad bins.
-  static std::uint32_t valid_bins(const percentile_options& o) noexcept {
-    return o.bins >= 1 && o.bins <= max_histogram_bins ? o.bins : 1;
-  }
 
   percentile_options opt_;
   detail::spec_histogram<T> hist_;
