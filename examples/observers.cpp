@@ -1,6 +1,7 @@
 // One short use of each qlib observer: stream batches, compute the range and parameters.
 // Copy the part you need. Build: part of qlib's examples (make build), or
 //   g++ -std=c++17 -O2 -Iinclude examples/observers.cpp -o observers
+#include <qlib/calibrator.hpp>  // the run-time facade, opted in
 #include <qlib/quant.hpp>
 
 #include <cmath>

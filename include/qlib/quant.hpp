@@ -1,6 +1,8 @@
 // qlib: header-only quantization. The umbrella of the CPU core: arithmetic, observers,
-// calibration searches, fake-quant, fusion helpers and the run-time calibrator. Standard
-// library only. The file formats (npy, TensorRT cache, AMCT, ncnn, JSON) have their own
+// calibration searches, fake-quant and fusion helpers. Standard library only. The run-time
+// calibrator (qlib/calibrator.hpp: any method chosen by name) is included on purpose: it
+// instantiates every observer, which a translation unit that uses one observer should not
+// pay for. The file formats (npy, TensorRT cache, AMCT, ncnn, JSON) have their own
 // umbrella, qlib/io.hpp, so that a translation unit that only observes and quantizes does
 // not parse the parsers (compile time: see scripts/compile_time.sh). Adapters (qlib/eigen.hpp, qlib/xtensor.hpp,
 // qlib/mpi.hpp, qlib/torch.hpp, qlib/onnx.hpp) and CUDA kernels (qlib/cuda/...) are
@@ -13,7 +15,6 @@
 #include "calib/hfmg.hpp"
 #include "calib/ifmr.hpp"
 #include "calib/search.hpp"
-#include "calibrator.hpp"
 #include "config.hpp"
 #include "core/binning.hpp"
 #include "core/check.hpp"

@@ -45,7 +45,7 @@
 // Constant data (min == max) gives the range [min, min] without a search.
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -61,7 +61,7 @@
 // a few percent at 11000 values and 2048 bins, ReLU's zeros sitting at bin 0's centre).
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -44,7 +44,7 @@
 // literal loop, so every bin is assigned to exactly the level the literal loop gives it.
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

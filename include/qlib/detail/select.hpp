@@ -3,7 +3,7 @@
 // (calib/ifmr.hpp). Only the standard library.
 #pragma once
 
-#include <algorithm>
+#include "algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

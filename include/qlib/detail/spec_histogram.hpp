@@ -7,7 +7,7 @@
 // The state is one of them, chosen by the spec when the observer is built.
 #pragma once
 
-#include <algorithm>
+#include "algorithm.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <string>

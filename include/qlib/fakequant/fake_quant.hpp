@@ -32,7 +32,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -83,13 +82,11 @@ void check_overlap(const std::string& who, const char* arg_a, const A& a, const 
                    bool may_alias) {
   const std::size_t na = a.size() * sizeof(*a.data()), nb = b.size() * sizeof(*b.data());
   if (na == 0 || nb == 0) return;
-  const void* pa = a.data();
-  const void* pb = b.data();
+  // Addresses as integers: a total order on flat-memory targets, without <functional>.
+  const std::uintptr_t pa = reinterpret_cast<std::uintptr_t>(a.data());
+  const std::uintptr_t pb = reinterpret_cast<std::uintptr_t>(b.data());
   if (may_alias && pa == pb && na == nb) return;
-  const std::less<const void*> before;
-  const void* ea = static_cast<const unsigned char*>(pa) + na;
-  const void* eb = static_cast<const unsigned char*>(pb) + nb;
-  const bool disjoint = !before(pa, eb) || !before(pb, ea);
+  const bool disjoint = pa + na <= pb || pb + nb <= pa;
   if (!disjoint)
     fail(errc::invalid_argument, who + ": " + arg_a + " and " + arg_b + " overlap" +
                                      (may_alias ? " partially; pass the same buffer (in place) or disjoint buffers"

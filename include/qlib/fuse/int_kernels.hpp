@@ -15,7 +15,7 @@
 // (conv2d_output_shape, linear_output_shape, cat_output_shape).
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -12,7 +12,7 @@
 // grid); zero points are integers on the grid; requantization uses core/fixed_point.hpp.
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstdint>
 #include <string>

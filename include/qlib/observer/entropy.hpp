@@ -35,7 +35,7 @@
 // changes the first batch, hence the bin width: not exact in general either.
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -29,7 +29,7 @@
 // accumulate() adds integer counts computed with that rule by any device.
 #pragma once
 
-#include <algorithm>
+#include "../detail/algorithm.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
