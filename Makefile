@@ -35,9 +35,11 @@ build: deps
 	cmake --build build -j $(JOBS)
 
 test-main: engine-data build
-	cd build && ctest --output-on-failure -j $(JOBS)
-	@# The figures of the engine check (ctest keeps passing tests' output in its log).
+	set -o pipefail; cd build && ctest --output-on-failure -j $(JOBS) | tee ctest.log
+	@# The figures of the engine check (ctest keeps passing tests' output in its log), then
+	@# ctest's summary again, so the log still closes with it.
 	@sed -n '/^onnxruntime .* images/,/best top-1 agreement/p' build/Testing/Temporary/LastTest.log | head -20
+	@grep -E '^[0-9]+% tests passed' build/ctest.log | tail -1
 
 test-san: engine-data
 	@cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ $(ENGINE_FLAGS) \
