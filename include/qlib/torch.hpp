@@ -205,6 +205,22 @@ channel_qparams<T> make_channel_qparams(const std::vector<double>& scale, const 
 
 // ---- Straight-through estimator ----------------------------------------------------------
 
+namespace detail {
+/// dx = dy * mask, the mask saved by a cachemask forward (the straight-through estimator).
+inline at::Tensor ste_backward(torch::autograd::AutogradContext* ctx, const torch::autograd::variable_list& grads) {
+    const at::Tensor mask = ctx->get_saved_variables()[0];
+    const at::Tensor dy = grads[0].contiguous();
+    at::Tensor dx = at::empty_like(dy);
+    detail::with_float_type(dy, [&](auto t) {
+      using T = decltype(t);
+      fake_quantize_backward(detail::cview<T>(dy, "dy"),
+                             tensor_view<const std::uint8_t>(mask.data_ptr<std::uint8_t>(), detail::shape_of(mask)),
+                             detail::mview<T>(dx, "dx"));
+    });
+    return dx;
+}
+}  // namespace detail
+
 /// out = fake_quant(x) with one (scale, zero_point); backward dx = dy inside the grid, 0
 /// outside (qlib's cachemask form: a byte mask is saved, not x).
 struct fake_quantize_per_tensor_function : torch::autograd::Function<fake_quantize_per_tensor_function> {
@@ -232,16 +248,7 @@ struct fake_quantize_per_tensor_function : torch::autograd::Function<fake_quanti
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const at::Tensor mask = ctx->get_saved_variables()[0];
-    const at::Tensor dy = grad_outputs[0].contiguous();
-    at::Tensor dx = at::empty_like(dy);
-    detail::with_float_type(dy, [&](auto t) {
-      using T = decltype(t);
-      fake_quantize_backward(detail::cview<T>(dy, "dy"),
-                             tensor_view<const std::uint8_t>(mask.data_ptr<std::uint8_t>(), detail::shape_of(mask)),
-                             detail::mview<T>(dx, "dx"));
-    });
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {detail::ste_backward(ctx, grad_outputs), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -271,16 +278,7 @@ struct fake_quantize_per_channel_function : torch::autograd::Function<fake_quant
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const at::Tensor mask = ctx->get_saved_variables()[0];
-    const at::Tensor dy = grad_outputs[0].contiguous();
-    at::Tensor dx = at::empty_like(dy);
-    detail::with_float_type(dy, [&](auto t) {
-      using T = decltype(t);
-      fake_quantize_backward(detail::cview<T>(dy, "dy"),
-                             tensor_view<const std::uint8_t>(mask.data_ptr<std::uint8_t>(), detail::shape_of(mask)),
-                             detail::mview<T>(dx, "dx"));
-    });
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {detail::ste_backward(ctx, grad_outputs), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
