@@ -355,3 +355,19 @@ TEST_CASE("npy: reader moves, reads into null buffers only when empty, and repor
   CHECK(qlib::npy_dtype_of<std::int64_t>() == npy_dtype::i8);
   CHECK(std::string(qlib::npy_dtype_name(npy_dtype::f2)) == "float16");
 }
+
+TEST_CASE("npy: a zero dimension empties any shape, for reader and writer alike") {
+  // Found by fuzz.npy: the reader accepted (7777737777737777, 7, 3, 77, 0, 4), the writer
+  // refused it as an overflow. numpy accepts such shapes (size 0).
+  const qlib::shape_t shape{7777737777737777u, 7, 3, 77, 0, 4};
+  const std::string bytes = qlib::write_npy(static_cast<const double*>(nullptr), shape);
+  const auto back = qlib::parse_npy<double>(bytes, "zero.npy");
+  CHECK(back.header.shape == shape);
+  CHECK(back.data.empty());
+  CHECK(qlib::write_npy(back.data.data(), back.header.shape) == bytes);
+  // Without the zero, the same shape overflows the byte count, on both sides.
+  const qlib::shape_t huge{7777737777737777u, 7, 3, 77, 4};
+  std::string out;
+  CHECK(qlib::try_write_npy(static_cast<const double*>(nullptr), huge, qlib::npy_dtype::f8, &out).code() ==
+        qlib::errc::invalid_argument);
+}

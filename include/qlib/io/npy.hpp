@@ -334,16 +334,17 @@ status npy_write(const T* data, const shape_t& shape, npy_dtype dtype, int major
   std::string head;
   status s = npy_build_header(h.descr(), shape, major, &head);
   if (!s.ok()) return s;
-  // The element count must not overflow (a shape_t's numel() wraps silently).
-  std::uint64_t n = 1;
+  // The byte count must not overflow (a shape_t's numel() wraps silently). A shape with a
+  // zero dimension holds nothing, whatever its other dimensions (as the reader and numpy
+  // accept it).
   bool zero = false;
-  for (int d = 0; d < shape.rank(); ++d) {
-    if (shape[d] == 0) zero = true;
-    if (shape[d] != 0 && n > std::numeric_limits<std::uint64_t>::max() / npy_itemsize(dtype) / shape[d])
+  for (int d = 0; d < shape.rank(); ++d) zero = zero || shape[d] == 0;
+  std::uint64_t n = zero ? 0 : 1;
+  for (int d = 0; d < shape.rank() && !zero; ++d) {
+    if (n > std::numeric_limits<std::uint64_t>::max() / npy_itemsize(dtype) / shape[d])
       return {errc::invalid_argument, who + ": shape " + shape.str() + " overflows the byte count"};
     n *= shape[d];
   }
-  if (zero) n = 0;
   if (n > 0 && !data) return {errc::invalid_argument, who + ": null data for shape " + shape.str()};
   if (!sink(head.data(), head.size())) return {errc::io_error, who + ": write error"};
   const std::size_t k = npy_itemsize(dtype);

@@ -437,10 +437,13 @@ inline status npy_parse_dict(const std::string& h, std::uint64_t base, const std
     out->big_endian = !one_byte && first == 0;
   }
   out->shape = shape_t::from_range(dims, dims + rank);
-  // Overflow of the element count or the byte count.
-  std::uint64_t n = 1;
-  for (int d = 0; d < rank; ++d) {
-    if (dims[d] != 0 && n > std::numeric_limits<std::uint64_t>::max() / dims[d])
+  // Overflow of the element count or the byte count. A zero dimension makes the array
+  // empty whatever the other dimensions (numpy accepts such shapes; so does the writer).
+  bool zero = false;
+  for (int d = 0; d < rank; ++d) zero = zero || dims[d] == 0;
+  std::uint64_t n = zero ? 0 : 1;
+  for (int d = 0; d < rank && !zero; ++d) {
+    if (n > std::numeric_limits<std::uint64_t>::max() / dims[d])
       return error_at_byte(source, base, "header shape " + out->shape.str() + " overflows the element count");
     n *= dims[d];
   }
